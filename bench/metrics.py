@@ -1,0 +1,40 @@
+"""Average precision and mAP exactly as the reference evaluation (METHODS_SPEC §1.7).
+
+AP_c is sklearn's `average_precision_score`: non-interpolated, sum over distinct score thresholds of
+(R_n - R_{n-1}) * P_n, with tied scores forming one threshold. A class with no positive in the evaluated set gets
+AP = 0 and stays in the mean (the reference's rule; sklearn's own behaviour for that case changed across versions,
+so it is implemented here explicitly). Scores are float32 sigmoid probabilities, as in the reference: saturated
+scores (sigmoid = 1.0 in float32 for logits above ~17) tie, and those ties count (METHODS_SPEC §4.7).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per-class AP (values in [0, 1]) of N x C `scores` against N x C binary `targets` (target = label == 1)."""
+    scores = np.asarray(scores)
+    positive = np.asarray(targets) == 1
+    num_classes = scores.shape[1]
+    ap = np.zeros(num_classes, dtype=np.float64)
+    for c in range(num_classes):
+        num_pos = int(positive[:, c].sum())
+        if num_pos == 0:
+            continue
+        order = np.argsort(-scores[:, c], kind="mergesort")
+        sorted_scores = scores[order, c]
+        true_pos = np.cumsum(positive[order, c])
+        # the last position of each group of tied scores is one threshold
+        last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+        tp = true_pos[last_of_tie].astype(np.float64)
+        predicted = np.nonzero(last_of_tie)[0] + 1.0
+        precision = tp / predicted
+        recall_gain = np.diff(np.r_[0.0, tp]) / num_pos
+        ap[c] = float(np.sum(recall_gain * precision))
+    return ap
+
+
+def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """mAP in percent: 100 x mean over all C classes of `average_precision`."""
+    return 100.0 * float(average_precision(scores, targets).mean())

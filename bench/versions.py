@@ -1,0 +1,72 @@
+"""Code version and environment facts recorded with every run.
+
+The code version is a hash of the source that can change a run's numbers: every module of `bench` except those
+listed in NOT_RESULT_AFFECTING (command line, reporting, storage, tuning and tracking glue), plus the plugin files
+of the run's method and dataset. A new module is result-affecting unless it is listed, so the run key cannot be
+fooled by forgetting to list one. Line endings are normalised, so a checkout on any OS gives the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import platform
+import subprocess
+from functools import cache
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+NOT_RESULT_AFFECTING = frozenset({
+    "__init__.py", "cli.py", "errors.py", "grid.py", "records.py", "registry.py", "report.py", "tables.py",
+    "figures.py", "tracking.py", "tuning.py", "versions.py", "published.py", "prepare.py",
+})
+
+
+def _file_digest(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).digest()
+
+
+@cache
+def harness_version() -> str:
+    """Hash of the result-affecting modules of `bench`."""
+    digest = hashlib.sha256()
+    for path in sorted(BENCH_DIR.glob("*.py")):
+        if path.name not in NOT_RESULT_AFFECTING:
+            digest.update(path.name.encode())
+            digest.update(_file_digest(path))
+    return digest.hexdigest()[:12]
+
+
+def code_version(*plugins: type) -> str:
+    """Hash of the harness version and the source files that define `plugins` (method and dataset classes)."""
+    digest = hashlib.sha256(harness_version().encode())
+    for plugin in plugins:
+        digest.update(_file_digest(Path(inspect.getsourcefile(plugin))))
+    return digest.hexdigest()[:12]
+
+
+@cache
+def git_commit() -> str:
+    """The commit of the checkout bench runs from (with '+dirty' for local changes), or 'unknown'."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=BENCH_DIR,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit[:12] + ("+dirty" if dirty else "")
+
+
+@cache
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape results."""
+    import numpy
+    import sklearn
+    import torch
+
+    from bench import __version__
+
+    return {"pamlbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "scikit-learn": sklearn.__version__}

@@ -1,0 +1,101 @@
+"""Small real runs: train, record, resume, determinism, and the command line from bench to leaderboard."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.grid import Grid, run_grid
+from bench.records import read_records
+from bench.runner import run_spec
+from bench.spec import make_spec
+
+ONE_EPOCH = {"epochs": 1}
+
+
+def test_one_run_writes_a_complete_record(workspace):
+    spec = make_spec("digits-mosaic", "an", 0, overrides=ONE_EPOCH)
+    record, trained = run_spec(spec, workspace, progress=False)
+    assert trained and record["status"] == "done"
+    stored = json.loads((workspace.results / f"{record['run_key']}.json").read_text())
+    assert stored == record
+    assert 0 < stored["test_map"] <= 100 and stored["best_epoch"] == 1
+    assert set(stored["per_class_ap"]) == {str(d) for d in range(10)}
+    for field in ("curve", "train_seconds", "peak_memory_mb", "label_checksum", "versions", "git_commit",
+                  "code_version", "data_fingerprint"):
+        assert field in stored
+    assert (workspace.checkpoints / f"{record['run_key']}.pt").exists()
+
+
+def test_resume_trains_nothing_already_recorded(workspace):
+    specs = Grid(["digits-mosaic"], ["an"], [0, 1], overrides=ONE_EPOCH, device="cpu").specs()
+    assert run_grid(specs[:1], workspace, progress=False) == (1, 0)
+    first = sorted(p.stat().st_mtime_ns for p in workspace.results.glob("*.json"))
+    assert run_grid(specs, workspace, progress=False) == (1, 1)
+    assert run_grid(specs, workspace, progress=False) == (0, 2)
+    assert len(read_records(workspace.results)) == 2
+    assert sorted(p.stat().st_mtime_ns for p in workspace.results.glob("*.json"))[:1] == first
+
+
+def test_cpu_runs_are_deterministic(workspace, tmp_path):
+    spec = make_spec("digits-mosaic", "an", 3, overrides=ONE_EPOCH)
+    first, _ = run_spec(spec, workspace, progress=False)
+    workspace.results.joinpath(f"{first['run_key']}.json").unlink()
+    second, trained = run_spec(spec, workspace, progress=False)
+    assert trained
+    assert (first["val_map"], first["test_map"]) == (second["val_map"], second["test_map"])
+    assert first["per_class_ap"] == second["per_class_ap"]
+
+
+def pamlbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_bench_then_report_reproduces_leaderboard(tmp_path, cache_root):
+    config = tmp_path / "grid.toml"
+    config.write_text('datasets = ["digits-mosaic"]\nvariants = ["full", "an"]\nseeds = [0, 1]\n'
+                      'device = "cpu"\n[overrides]\nepochs = 2\n')
+    common = ["--results", "results", "--cache", str(cache_root)]
+    done = pamlbench("bench", "--config", str(config), *common, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "4 run(s) trained" in done.stdout
+    board = (tmp_path / "leaderboard.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in board.splitlines() if line.startswith("| ")}
+    assert "full (oracle)" in rows and "an" in rows
+    full_mean = float(rows["full (oracle)"].split("|")[2].split("±")[0])
+    an_mean = float(rows["an"].split("|")[2].strip("* ").split("±")[0])
+    assert full_mean > an_mean
+    again = pamlbench("bench", "--config", str(config), *common, cwd=tmp_path)
+    assert "0 run(s) trained, 4 already recorded" in again.stdout
+    (tmp_path / "leaderboard.md").unlink()
+    assert pamlbench("report", *common, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "leaderboard.md").read_text() == board
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--method", "nope"], "unknown method 'nope'"),
+    (["run", "--method", "an", "--dataset", "nope"], "unknown dataset 'nope'"),
+    (["run", "--method", "an", "--set", "lr=-0.1"], "lr=-0.1 is out of range"),
+    (["run", "--method", "an", "--set", "lr"], "NAME=VALUE"),
+    (["run", "--method", "an", "--seed", "x"], "invalid int value"),
+    (["list", "things"], "invalid choice"),
+    (["data", "info", "nope"], "unknown dataset"),
+    (["bench", "--config", "missing.toml"], "cannot read benchmark file"),
+])
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, args, message):
+    done = pamlbench(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_list_shows_plugins(tmp_path):
+    listing = pamlbench("list", "methods", cwd=tmp_path)
+    assert listing.returncode == 0 and "an " in listing.stdout and "full " in listing.stdout
+    assert "digits-mosaic" in pamlbench("list", "datasets", cwd=tmp_path).stdout

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from bench.errors import UserError
+from bench.observation import checksum, observe, parse_protocol, partial, single_positive
+
+
+def cole_generate_observed(label_matrix: np.ndarray, seed: int) -> np.ndarray:
+    """Direct transcription of Cole et al.'s preproc/generate_observed_labels.py (num_pos=1, num_neg=0)."""
+    rng = np.random.RandomState(seed)
+    label_matrix = 2 * label_matrix - 1
+    obs = np.zeros_like(label_matrix)
+    for i in range(label_matrix.shape[0]):
+        idx_pos = np.nonzero(label_matrix[i, :] == 1.0)[0]
+        rng.shuffle(idx_pos)
+        obs[i, idx_pos[:1]] = 1.0
+        idx_neg = np.nonzero(label_matrix[i, :] == -1.0)[0]
+        rng.shuffle(idx_neg)
+        obs[i, idx_neg[:0]] = -1.0
+    return obs
+
+
+@pytest.fixture
+def labels() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    matrix = (rng.random((300, 12)) < 0.25).astype(np.float64)
+    matrix[5] = 0  # a row with no positive
+    return matrix
+
+
+def test_one_true_positive_per_image(labels):
+    observed = single_positive(labels, 1200)
+    has_positive = labels.sum(1) > 0
+    assert np.array_equal((observed == 1).sum(1), has_positive.astype(int))
+    assert np.all(labels[observed == 1] == 1)
+    assert not np.any(observed == -1)
+    assert np.all(observed[5] == 0)
+
+
+@pytest.mark.parametrize("seed", [1200, 3])
+def test_draw_equals_cole_generator(labels, seed):
+    assert np.array_equal(single_positive(labels, seed), cole_generate_observed(labels, seed))
+
+
+def test_draw_is_seeded(labels):
+    assert np.array_equal(single_positive(labels, 1), single_positive(labels, 1))
+    assert not np.array_equal(single_positive(labels, 1), single_positive(labels, 2))
+
+
+def test_negative_shuffle_consumes_random_numbers(labels):
+    """Skipping the (empty) negative draw would change later rows: the reference's second shuffle matters."""
+    rng = np.random.RandomState(1200)
+    skipped = np.zeros_like(labels)
+    for i in range(labels.shape[0]):
+        positives = np.nonzero(labels[i] == 1)[0]
+        rng.shuffle(positives)
+        skipped[i, positives[:1]] = 1
+    assert not np.array_equal(skipped, single_positive(labels, 1200))
+
+
+def test_int_labels_keep_dtype(labels):
+    assert single_positive(labels.astype(int), 1200).dtype == np.int64
+
+
+def test_partial_keeps_fraction_of_true_labels(labels):
+    observed = partial(labels, 0.25, seed=0)
+    assert np.all((observed != 0).sum(1) == 3)
+    seen = observed != 0
+    assert np.array_equal(observed[seen] == 1, labels[seen] == 1)
+
+
+def test_protocol_parsing_and_checksum(labels):
+    assert parse_protocol("single-positive") is None
+    assert parse_protocol("partial-0.1") == pytest.approx(0.1)
+    for bad in ("partial-0", "partial-1.5", "single", "partial-x"):
+        with pytest.raises(UserError):
+            parse_protocol(bad)
+    first, second = observe(labels, "single-positive", 1200), observe(labels, "single-positive", 1201)
+    assert checksum(first) == checksum(first.copy())
+    assert checksum(first) != checksum(second)
