@@ -54,7 +54,8 @@ def cmd_list(args: argparse.Namespace) -> None:
                 per_dataset = ", ".join(f"{d}: {v}" for d, v in hp.per_dataset.items())
                 default = f"{hp.default}" + (f" ({per_dataset})" if per_dataset else "")
                 search = f", tuned in {list(hp.search)}{' log' if hp.log else ''}" if hp.search else ""
-                print(f"{'':10s}   {hp_name} = {default}  valid {hp.describe_range()}{search}. {hp.help}")
+                valid = "true/false" if isinstance(hp.default, bool) else hp.describe_range()
+                print(f"{'':10s}   {hp_name} = {default}  valid {valid}{search}. {hp.help}")
     else:
         for name, cls in registry.datasets().items():
             if name in registry.list_names("datasets", args.pattern):

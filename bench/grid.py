@@ -6,7 +6,6 @@ trains nothing.
 
 from __future__ import annotations
 
-import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ def load_grid(path: Path) -> Grid:
 
 
 def run_grid(specs: list[RunSpec], workspace: Workspace, *, progress: bool = True) -> tuple[int, int]:
-    """Run every spec not yet recorded; print one line per cell. Returns (trained, skipped)."""
+    """Run every spec not yet recorded, printing one line per trained cell. Returns (trained, skipped)."""
     trained = skipped = 0
     for number, spec in enumerate(specs, 1):
         label = f"[{number}/{len(specs)}] {spec.dataset} {spec.variant} seed={spec.seed}"
@@ -78,5 +77,4 @@ def run_grid(specs: list[RunSpec], workspace: Workspace, *, progress: bool = Tru
                   f"(best epoch {record['best_epoch']}, {time.perf_counter() - started:.1f} s)", flush=True)
         else:
             skipped += 1
-            print(f"{label}: already recorded ({record['run_key']})", file=sys.stderr, flush=True)
     return trained, skipped

@@ -23,6 +23,24 @@ from bench.versions import code_version
 
 ORACLE = "full"
 SETTING_COLUMNS = ["protocol", "val_variant", "backbone", "epochs"]
+PUBLISHED_FILE = Path(__file__).with_name("published.toml")
+
+ABLATION_CELLS = [  # (BoostLU in inference, BoostLU in training, LL-R in training) -> variant; METHODS_SPEC §3
+    ((False, False, False), "an"),
+    ((True, False, False), "an+boostlu-infer"),
+    ((True, True, False), "an+boostlu"),
+    ((False, False, True), "ll-r"),
+    ((False, True, True), "ll-r+boostlu-train"),
+    ((True, False, True), "ll-r+boostlu-infer"),
+    ((True, True, True), "ll-r+boostlu"),
+]
+
+
+def published() -> dict[str, Any]:
+    """The published numbers (bench/published.toml): {table: {source, values: {variant: {dataset: mAP}}}}."""
+    import tomllib
+
+    return tomllib.loads(PUBLISHED_FILE.read_text())
 
 
 def hparam_label(source: dict[str, Any]) -> str:
@@ -92,6 +110,26 @@ def results_table(frame: pd.DataFrame) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
+def ablation_table(frame: pd.DataFrame) -> str | None:
+    """The BoostLU x LL-R ablation (7 cells), ours beside the paper's VOC / COCO; None if no cell was run."""
+    done = frame[frame.status == "done"]
+    if not set(done.variant) & {variant for _, variant in ABLATION_CELLS}:
+        return None
+    datasets = sorted(frame.dataset.unique())
+    paper = published()["ablation"]["values"]
+    rows = []
+    for flags, variant in ABLATION_CELLS:
+        row = ["✓" if flag else "" for flag in flags] + [variant]
+        for dataset in datasets:
+            cell = done[(done.variant == variant) & (done.dataset == dataset)].sort_values("seed")
+            row.append(format_cell(cell.test_map) if len(cell) else "–")
+        row += [f"{paper[variant]['voc']:.2f}", f"{paper[variant]['coco']:.2f}"]
+        rows.append(row)
+    headers = ["BoostLU inference", "BoostLU training", "LL-R training", "variant", *datasets, "paper VOC",
+               "paper COCO"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
 def details_table(frame: pd.DataFrame) -> str:
     """Per-dataset facts of one setting: what produced the numbers."""
     rows = []
@@ -129,7 +167,11 @@ def leaderboard_markdown(records: list[dict[str, Any]]) -> str:
         protocol, val_variant, backbone, epochs = setting
         group = separate_data_versions(group)
         lines += [f"## {protocol}, {val_variant} validation, {backbone}, {epochs} epochs", "",
-                  results_table(group), "", "Details:", "", details_table(group), ""]
+                  results_table(group), ""]
+        ablation = ablation_table(group)
+        if ablation:
+            lines += ["BoostLU ablation (paper: " + published()["ablation"]["source"] + "):", "", ablation, ""]
+        lines += ["Details:", "", details_table(group), ""]
     if len(stale):
         lines += [f"{len(stale)} record(s) made by other code versions are not shown (re-run `make bench`).", ""]
     return "\n".join(lines)

@@ -120,7 +120,7 @@ class Trainer:
                                 expected_positives=self.data.expected_positives)
         self.method.setup(self.state)
         groups = self.model.param_groups(spec.lr, spec.head_lr_mult) + self.method.extra_param_groups(spec.lr)
-        self.optimizer = torch.optim.Adam(groups, lr=spec.lr)
+        self.optimizer = torch.optim.Adam(groups, lr=spec.lr, foreach=True)
         self.shuffle = torch.Generator().manual_seed(spec.seed)
 
     def normalise(self, images: torch.Tensor, flip_mask: torch.Tensor | None = None) -> torch.Tensor:
