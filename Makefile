@@ -10,7 +10,10 @@ STAMP := $(VENV)/.pamlbench-installed
 # pip on this project's machines lists local wheel folders that lack most packages; hide that noise only.
 PIP_NOISE := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup bench report test lint clean-cache
+.PHONY: setup bench tune perf report test system-packages lint ui clean-cache
+
+N_TRIALS ?= 20
+UI_PORT ?= 5000
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,14 +23,41 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create/update the virtual environment
 
-bench: $(STAMP)  ## run the default benchmark (benchmark.toml) and write leaderboard.md
+bench: $(STAMP) system-packages  ## run the default benchmark (benchmark.toml) and write leaderboard.md
 	$(BIN)/pamlbench bench
+
+tune: $(STAMP)  ## tune every variant of benchmark.toml with Optuna (N_TRIALS each); bench then uses the results
+	$(BIN)/pamlbench tune --n-trials $(N_TRIALS)
+
+ui: $(STAMP)  ## browse the MLflow runs on http://127.0.0.1:$(UI_PORT)
+	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.pamlbench/mlflow.db}" \
+		--host 127.0.0.1 --port $(UI_PORT)
+
+perf: $(STAMP)  ## throughput and wall-time figures (a benchmark, not a test; PERF_ARGS=--quick for a short run)
+	$(BIN)/python benchmarks/perf.py $(PERF_ARGS)
 
 report: $(STAMP)  ## regenerate leaderboard.md from results/
 	$(BIN)/pamlbench report
 
-test: $(STAMP)  ## run the test suite
+test: $(STAMP) system-packages  ## run the test suite
 	$(BIN)/python -m pytest
+
+# Debian packages the tests and the benchmark use: a PostgreSQL server (multi-worker tests) and Fashion-MNIST's IDX
+# files (the fashion-mosaic dataset). Installed when missing and possible (root with apt-get).
+system-packages:
+	@if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null; then \
+		echo "installing Debian's dataset-fashion-mnist"; \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -qq && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null)) || \
+		echo "could not install dataset-fashion-mnist: fashion-mosaic will be left out"; \
+	fi
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's postgresql for the multi-worker tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+		else echo "PostgreSQL server not found and cannot be installed here: its tests will be skipped"; fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check bench methods datasets tests

@@ -18,6 +18,7 @@ DEFAULT_RESULTS = Path("results")
 DEFAULT_CACHE = Path(".pamlbench")
 DEFAULT_LEADERBOARD = Path("leaderboard.md")
 DEFAULT_GRID = Path("benchmark.toml")
+FORMAT_SUFFIX = {"md": "md", "csv": "csv", "latex": "tex"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -68,6 +69,21 @@ def cmd_data_info(args: argparse.Namespace) -> None:
     print(dataset_card(args.name, args.data, workspace_from(args).data_cache))
 
 
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from bench.datacard import size_check
+    from bench.prepared import PreparedDataset, prepare
+
+    plugin = registry.load_dataset(args.name)
+    if not isinstance(plugin, PreparedDataset):
+        raise UserError(f"dataset {args.name!r} is built in and needs no preparation")
+    manifest = prepare(plugin, Path(args.raw), Path(args.out), cache_size=args.size if args.cache else None,
+                       label_seeds=tuple(args.label_seeds), verify=not args.no_verify)
+    sizes = manifest["splits"]
+    print(f"prepared {args.name} in {args.out}: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test "
+          f"images, {len(manifest['class_names'])} classes" + (f", decoded cache {args.size}px" if args.cache else ""))
+    print(size_check(plugin, sizes))
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from bench.runner import run_spec
     from bench.spec import make_spec
@@ -78,16 +94,73 @@ def cmd_run(args: argparse.Namespace) -> None:
                      label_seed=args.label_seed, val_variant=args.val_variant, device=resolve_device(args.device),
                      data_dir=args.data, weights=args.weights)
     source = {"kind": "manual", "values": overrides} if overrides else {"kind": "defaults"}
-    record, trained = run_spec(spec, workspace_from(args), hparam_source=source)
-    state = "trained" if trained else "already recorded"
-    print(f"{spec.variant} on {spec.dataset} seed {spec.seed} ({state}, run {record['run_key']}): "
-          f"val mAP {record['val_map']:.2f}, test mAP {record['test_map']:.2f}, best epoch {record['best_epoch']}")
+    workspace = workspace_from(args)
+    workspace.ensure_writable()
+    outcome = run_spec(spec, workspace, hparam_source=source, claims=claim_store(args, workspace))
+    record = outcome.record
+    title = f"{spec.variant} on {spec.dataset} seed {spec.seed}"
+    if outcome.state == "elsewhere":
+        print(f"{title}: being trained by another worker")
+    elif record["status"] != "done":
+        print(f"{title} (run {record['run_key']}): FAILED, recorded as failed: {record['error']}")
+        raise SystemExit(1)
+    else:
+        print(f"{title} ({outcome.state}, run {record['run_key']}): val mAP {record['val_map']:.2f}, "
+              f"test mAP {record['test_map']:.2f}, best epoch {record['best_epoch']}")
+
+
+def tracker_from(args: argparse.Namespace, workspace):
+    """The MLflow tracker, or None with --no-tracking."""
+    if args.no_tracking:
+        return None
+    from bench.tracking import Tracker
+
+    return Tracker(workspace.cache)
+
+
+def grid_file(config: str) -> Path:
+    """The grid file: as given, or, for the default name missing from the working folder, the project's own."""
+    path = Path(config)
+    if config == str(DEFAULT_GRID) and not path.exists():
+        return registry.PROJECT_ROOT / DEFAULT_GRID
+    return path
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from bench.grid import load_grid
+    from bench.trainer import resolve_device
+    from bench.tuning import tune
+
+    grid = load_grid(grid_file(args.config))
+    workspace = workspace_from(args)
+    workspace.ensure_writable()
+    storage = args.storage or f"sqlite:///{(workspace.cache / 'optuna.db').resolve()}"
+    workspace.cache.mkdir(parents=True, exist_ok=True)
+    tracker = tracker_from(args, workspace)
+    overrides = {**grid.overrides, **parse_assignments(args.set)}
+    for dataset in args.dataset or grid.datasets:
+        for variant in args.variants or grid.variants:
+            summary = tune(dataset, variant, n_trials=args.n_trials, storage_url=storage, results=workspace.results,
+                           data_cache=workspace.data_cache, seed=args.seed, pruner=args.pruner, overrides=overrides,
+                           device=resolve_device(args.device or grid.device), protocol=grid.protocol,
+                           val_variant=grid.val_variant, data_dir=args.data or grid.data_dirs.get(dataset),
+                           tracker=tracker, heartbeat=args.heartbeat)
+            print(f"tune {summary['study']}: best val mAP {summary['best_value']:.2f} "
+                  f"({summary['n_trials']} trials, {summary['pruned']} pruned, {summary['epochs_trained']} epochs) "
+                  f"with {summary['best_params']}", flush=True)
+
+
+def claim_store(args: argparse.Namespace, workspace):
+    from bench.claims import ClaimStore
+
+    return ClaimStore(args.storage or workspace.default_claims_url())
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from bench.grid import load_grid, run_grid
+    from bench.runner import remove_failed
 
-    grid = load_grid(Path(args.config))
+    grid = load_grid(grid_file(args.config))
     if args.dataset:
         grid.datasets = args.dataset
     if args.variants:
@@ -100,23 +173,61 @@ def cmd_bench(args: argparse.Namespace) -> None:
         grid.data_dirs.update({dataset: args.data for dataset in grid.datasets})
     grid.overrides.update(parse_assignments(args.set))
     workspace = workspace_from(args)
-    trained, skipped = run_grid(grid.specs(), workspace)
-    print(f"bench: {trained} run(s) trained, {skipped} already recorded", flush=True)
+    workspace.ensure_writable()
+    claims = claim_store(args, workspace)
+    specs = grid.specs()
+    if args.retry_failed:
+        print(f"bench: {remove_failed(specs, workspace, claims)} failed run(s) will be trained again")
+    counts = run_grid(grid.cells(workspace.results), workspace, claims=claims, tracker=tracker_from(args, workspace))
+    print(f"bench: {counts['trained']} run(s) trained, {counts['failed']} failed, {counts['recorded']} already "
+          f"recorded, {counts['elsewhere']} left to other workers", flush=True)
     if not args.no_report:
-        write_report(workspace.results, Path(args.out))
+        report(workspace.results, Path(args.out), "md")
+        if counts["trained"]:
+            figures(workspace, grid.datasets)
 
 
-def write_report(results: Path, out: Path) -> None:
+def report(results: Path, out: Path, fmt: str) -> None:
     from bench.records import read_records
-    from bench.report import write_leaderboard
+    from bench.report import write_report
 
     records = read_records(results)
-    write_leaderboard(records, out)
-    print(f"report: {out} written from {len(records)} record(s)")
+    written = write_report(records, out, results, fmt)
+    print(f"report: {out} written from {len(records)} record(s)" + (f", and {len(written) - 1} table/figure file(s)"
+                                                                    if len(written) > 1 else ""))
+
+
+def figures(workspace, datasets: list[str]) -> None:
+    from bench.figures import cam_figures
+    from bench.records import read_records
+
+    records = read_records(workspace.results)
+    for dataset in datasets:
+        try:
+            written = cam_figures(records, dataset, workspace.checkpoints, workspace.data_cache,
+                                  workspace.results / "figures")
+        except UserError as error:
+            print(f"figures: skipped for {dataset}: {error}")
+            continue
+        for path in written:
+            print(f"figures: {path}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    write_report(Path(args.results), Path(args.out))
+    report(Path(args.results), Path(args.out) if args.out else Path(f"leaderboard.{FORMAT_SUFFIX[args.format]}"),
+           args.format)
+
+
+def cmd_figures(args: argparse.Namespace) -> None:
+    figures(workspace_from(args), args.dataset or ["digits-mosaic"])
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    if threads < 1:
+        raise UserError(f"--threads {threads} must be at least 1")
+    torch.set_num_threads(threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--results", default=str(DEFAULT_RESULTS), help="run records folder (default: results)")
     common.add_argument("--cache", default=str(DEFAULT_CACHE),
                         help="folder for built datasets and checkpoints (default: .pamlbench)")
+    common.add_argument("--threads", type=int, help="CPU threads for torch (default: every core this process may "
+                                                     "use; give each of several workers on one machine its share)")
+    common.add_argument("--storage", help="SQLAlchemy URL shared by workers (claims; Optuna studies), e.g. "
+                                          "postgresql://user@host/db (default: a SQLite file in the results folder)")
     parser = OneLineParser(prog="pamlbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
@@ -138,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("name")
     info.add_argument("--data", help="prepared dataset folder (for datasets that need one)")
     info.set_defaults(handler=cmd_data_info)
+    prep = data.add_parser("prepare", help="prepare a real dataset from its official files")
+    prep.add_argument("name", help="voc, coco, nuswide, cub or openimages")
+    prep.add_argument("--raw", required=True, help="folder with the unpacked official download")
+    prep.add_argument("--out", required=True, help="new folder for the prepared dataset (must not exist)")
+    prep.add_argument("--cache", action="store_true", help="also write a decoded uint8 image cache (fast training)")
+    prep.add_argument("--size", type=int, default=448, help="image side of the cache (default 448)")
+    prep.add_argument("--label-seeds", type=int, nargs="+", default=[1200],
+                      help="seeds of the single-positive draws to store (default 1200)")
+    prep.add_argument("--no-verify", action="store_true", help="skip decoding every image once (faster)")
+    prep.set_defaults(handler=cmd_data_prepare)
 
     def add_run_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -166,18 +291,44 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", help="auto, cpu or cuda")
     bench.add_argument("--out", default=str(DEFAULT_LEADERBOARD), help="leaderboard file (default: leaderboard.md)")
     bench.add_argument("--no-report", action="store_true", help="do not write the leaderboard")
+    bench.add_argument("--retry-failed", action="store_true", help="train runs recorded as failed again")
+    bench.add_argument("--no-tracking", action="store_true", help="do not log runs to MLflow")
     add_run_options(bench)
     bench.set_defaults(handler=cmd_bench)
 
-    report = commands.add_parser("report", help="write the leaderboard from the run records", parents=[common])
-    report.add_argument("--out", default=str(DEFAULT_LEADERBOARD))
-    report.set_defaults(handler=cmd_report)
+    tune_cmd = commands.add_parser("tune", help="tune hyperparameters with Optuna (one study per variant)",
+                                   parents=[common])
+    tune_cmd.add_argument("--config", default=str(DEFAULT_GRID), help="grid whose datasets/variants are tuned")
+    tune_cmd.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
+    tune_cmd.add_argument("--variants", nargs="+", help="only these variants")
+    tune_cmd.add_argument("--n-trials", type=int, default=20, help="finished trials per study (default 20)")
+    tune_cmd.add_argument("--pruner", default="median", help="median (default), hyperband or none")
+    tune_cmd.add_argument("--seed", type=int, default=0, help="training seed of every trial and the TPE seed")
+    tune_cmd.add_argument("--device", help="auto, cpu or cuda")
+    tune_cmd.add_argument("--no-tracking", action="store_true", help="do not log trials to MLflow")
+    tune_cmd.add_argument("--heartbeat", type=int, default=30,
+                          help="trial heartbeat in seconds; a trial silent for 3 beats is failed and retried")
+    add_run_options(tune_cmd)
+    tune_cmd.set_defaults(handler=cmd_tune)
+
+    report_cmd = commands.add_parser("report", help="write the leaderboard from the run records", parents=[common])
+    report_cmd.add_argument("--format", choices=list(FORMAT_SUFFIX), default="md",
+                            help="md: leaderboard with details, per-class AP CSVs and curves; csv/latex: tables only")
+    report_cmd.add_argument("--out", help="output file (default: leaderboard.md / .csv / .tex)")
+    report_cmd.set_defaults(handler=cmd_report)
+
+    figures_cmd = commands.add_parser("figures", help="draw the CAM figures from the best-epoch checkpoints",
+                                      parents=[common])
+    figures_cmd.add_argument("--dataset", action="append", default=None, help="datasets (default: digits-mosaic)")
+    figures_cmd.set_defaults(handler=cmd_figures)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "threads", None):
+            set_threads(args.threads)
         args.handler(args)
     except UserError as error:
         print(f"pamlbench: error: {error}", file=sys.stderr)

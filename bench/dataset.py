@@ -18,10 +18,13 @@ import torch
 
 @dataclass
 class Split:
-    """One split. images: uint8 tensor N x channels x H x W; labels: float32 N x C full labels in {0, 1}."""
+    """One split. images: uint8 tensor N x channels x H x W (or an image store with `shape`, `__getitem__(indices)`
+    and `batches(order, batch_size)`, see bench.prepared.ImageStore); labels: float32 N x C full labels in {0, 1};
+    known: optional N x C mask of the annotated entries (partially annotated evaluation sets)."""
 
     images: torch.Tensor
     labels: np.ndarray
+    known: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -56,11 +59,12 @@ class Dataset:
     train_flip: ClassVar[bool] = True
     """Random horizontal flip in training (METHODS_SPEC §1.4); off where flipping changes what an image shows."""
     defaults: ClassVar[dict[str, float | int | str]] = {}
-    """Training defaults on this dataset: lr, batch_size, epochs, backbone, head_lr_mult."""
+    """Training defaults on this dataset: lr, batch_size, epochs, backbone, head_lr_mult, weights."""
     needs_data_dir: ClassVar[bool] = False
 
-    def load(self, data_dir: Path | None, cache_dir: Path) -> Splits:
-        """Return the splits. `cache_dir` is a folder the plugin may use to keep what it built."""
+    def load(self, data_dir: Path | None, cache_dir: Path, image_size: int | None = None) -> Splits:
+        """Return the splits. `cache_dir` is a folder the plugin may use to keep what it built; `image_size` (side
+        in pixels) asks for resized images, None for the dataset's default."""
         raise NotImplementedError
 
     def fingerprint(self, data_dir: Path | None, cache_dir: Path) -> str:

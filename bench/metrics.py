@@ -12,19 +12,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per-class AP (values in [0, 1]) of N x C `scores` against N x C binary `targets` (target = label == 1)."""
+def average_precision(scores: np.ndarray, targets: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """Per-class AP (values in [0, 1]) of N x C `scores` against N x C binary `targets` (target = label == 1).
+
+    known: optional N x C mask of annotated entries (partially annotated test sets such as OpenImages): each class's
+    AP is computed over the images annotated for it only.
+    """
     scores = np.asarray(scores)
     positive = np.asarray(targets) == 1
     num_classes = scores.shape[1]
     ap = np.zeros(num_classes, dtype=np.float64)
     for c in range(num_classes):
-        num_pos = int(positive[:, c].sum())
+        rows = slice(None) if known is None else np.asarray(known[:, c], dtype=bool)
+        class_scores, class_positive = scores[rows, c], positive[rows, c]
+        num_pos = int(class_positive.sum())
         if num_pos == 0:
             continue
-        order = np.argsort(-scores[:, c], kind="mergesort")
-        sorted_scores = scores[order, c]
-        true_pos = np.cumsum(positive[order, c])
+        order = np.argsort(-class_scores, kind="mergesort")
+        sorted_scores = class_scores[order]
+        true_pos = np.cumsum(class_positive[order])
         # the last position of each group of tied scores is one threshold
         last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
         tp = true_pos[last_of_tie].astype(np.float64)

@@ -52,9 +52,9 @@ class SmallCNN(nn.Sequential):
 class ResNetFeatures(nn.Module):
     """torchvision ResNet-50/101 up to layer4 (2048 channels, output stride 32).
 
-    weights: None (random init), "imagenet" (torchvision's IMAGENET1K_V1 weights from the local torch cache; never
-    downloaded at run time: a missing file is a UserError naming the file and the folder), or a path to a local
-    state-dict file. Grey images are repeated to 3 channels.
+    weights: None or "none" (random init), "imagenet" (torchvision's IMAGENET1K_V1 weights from the local torch
+    cache; never downloaded at run time: a missing file is a UserError naming the file and the folder), or a path to
+    a local state-dict file. Grey images are repeated to 3 channels.
     """
 
     def __init__(self, depth: int, in_channels: int, weights: str | None = None) -> None:
@@ -63,7 +63,7 @@ class ResNetFeatures(nn.Module):
 
         builder = {50: models.resnet50, 101: models.resnet101}[depth]
         net = builder(weights=None)
-        if weights is not None:
+        if weights not in (None, "none"):
             net.load_state_dict(load_resnet_weights(depth, weights))
         self.in_channels = in_channels
         self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
@@ -100,7 +100,7 @@ def load_resnet_weights(depth: int, weights: str) -> dict[str, torch.Tensor]:
 def build_backbone(name: str, in_channels: int, weights: str | None = None) -> nn.Module:
     """The backbone called `name` (one of BACKBONES); its `out_channels` is the feature depth."""
     if name == "small-cnn":
-        if weights is not None:
+        if weights not in (None, "none"):
             raise UserError("the small-cnn backbone has no pretrained weights; drop --weights")
         return SmallCNN(in_channels)
     if name in ("resnet50", "resnet101"):

@@ -23,7 +23,8 @@ from bench.errors import UserError
 COLE_SEED = 1200
 """The seed of the reference preprocessing."""
 
-PROTOCOLS = ("single-positive", "partial-<fraction>")
+PROTOCOLS = ("single-positive", "partial-<fraction>", "annotated")
+"""`annotated`: the dataset's own partial annotations (OpenImages), only for datasets that ship them."""
 
 
 def single_positive(labels: np.ndarray, seed: int = COLE_SEED) -> np.ndarray:
@@ -54,19 +55,21 @@ def partial(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def parse_protocol(protocol: str) -> float | None:
-    """None for 'single-positive', the fraction for 'partial-<fraction>'; UserError otherwise."""
-    if protocol == "single-positive":
+    """None for 'single-positive' and 'annotated', the fraction for 'partial-<fraction>'; UserError otherwise."""
+    if protocol in ("single-positive", "annotated"):
         return None
     match = re.fullmatch(r"partial-(0?\.\d+|1(\.0*)?)", protocol)
     if match and 0 < float(match.group(1)) <= 1:
         return float(match.group(1))
-    raise UserError(f"unknown observation protocol {protocol!r}; use single-positive or partial-<fraction in (0,1]>,"
-                    " e.g. partial-0.1")
+    raise UserError(f"unknown observation protocol {protocol!r}; use single-positive, annotated or "
+                    "partial-<fraction in (0,1]>, e.g. partial-0.1")
 
 
 def observe(labels: np.ndarray, protocol: str, seed: int) -> np.ndarray:
     """The observed matrix (float32) of `labels` under `protocol` with `seed`."""
     fraction = parse_protocol(protocol)
+    if protocol == "annotated":
+        raise UserError("protocol 'annotated' needs a dataset with its own partial annotations (e.g. openimages)")
     if fraction is None:
         return single_positive(labels, seed).astype(np.float32)
     return partial(labels, fraction, seed)

@@ -22,18 +22,16 @@ def record_path(results_dir: Path, run_key: str) -> Path:
     return results_dir / f"{run_key}.json"
 
 
-def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
-    """Atomically write `record` as results_dir/<run_key>.json and return its path."""
+def atomic_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON to `path` atomically (temporary file in the same folder, fsync, rename)."""
     try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=results_dir, prefix=".", suffix=".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
     except OSError as error:
-        raise UserError(f"cannot write to results folder {results_dir}: {error.strerror}; "
-                        "choose a writable folder with --results") from None
-    path = record_path(results_dir, record["run_key"])
+        raise UserError(f"cannot write to folder {path.parent}: {error.strerror}; choose a writable folder") from None
     try:
         with os.fdopen(handle, "w") as stream:
-            json.dump(record, stream, indent=1, sort_keys=True)
+            json.dump(data, stream, indent=1, sort_keys=True)
             stream.write("\n")
             stream.flush()
             os.fsync(stream.fileno())
@@ -41,6 +39,12 @@ def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
+
+
+def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
+    """Atomically write `record` as results_dir/<run_key>.json and return its path."""
+    path = record_path(results_dir, record["run_key"])
+    atomic_json(path, record)
     return path
 
 

@@ -31,6 +31,8 @@ TRAINING_HPARAMS: dict[str, Hyperparam] = {
     "head_lr_mult": Hyperparam(1.0, "learning-rate multiplier of the CAM head (LL/BG use 10)", low=0,
                                low_open=True, high=1000),
     "boost_alpha": Hyperparam(5.0, "BoostLU alpha (>= 1)", low=1, high=100, search=(1.0, 10.0)),
+    "image_size": Hyperparam(0, "image side in pixels (0 = the dataset's default, 448 for the real datasets)", low=0,
+                             high=2048),
 }
 """Hyperparameters of the trainer (as opposed to the method); their defaults come from the dataset plugin."""
 
@@ -48,6 +50,7 @@ class RunSpec:
     epochs: int = 5
     head_lr_mult: float = 1.0
     boost_alpha: float = 5.0
+    image_size: int = 0
     boostlu_train: bool = False
     boostlu_infer: bool = False
     backbone: str = "small-cnn"
@@ -125,7 +128,10 @@ def make_spec(dataset: str, variant: str, seed: int, *, overrides: dict[str, Any
         raise UserError(f"unknown validation variant {val_variant!r}; use one of {', '.join(VAL_VARIANTS)}")
     if dataset_cls.needs_data_dir and not data_dir:
         raise UserError(f"dataset {dataset!r} needs --data DIR (the folder `pamlbench data prepare` wrote)")
-    backbone = str(overrides.pop("backbone", dataset_cls.defaults.get("backbone", "small-cnn")))
+    default_backbone = dataset_cls.defaults.get("backbone", "small-cnn")
+    backbone = str(overrides.pop("backbone", default_backbone))
+    if weights is None and backbone == default_backbone:
+        weights = dataset_cls.defaults.get("weights")
     trainer_given = {k: overrides.pop(k) for k in list(overrides) if k in TRAINING_HPARAMS}
     trainer_defaults = {k: dataset_cls.defaults.get(k, p.default) for k, p in TRAINING_HPARAMS.items()}
     trainer = resolve(TRAINING_HPARAMS, {**trainer_defaults, **trainer_given}, dataset, owner="the trainer")

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +28,7 @@ from tqdm import tqdm
 
 from bench import observation, registry
 from bench.dataset import Splits
+from bench.errors import UserError
 from bench.method import Method, TrainState
 from bench.metrics import average_precision
 from bench.model import CamClassifier, build_backbone
@@ -36,8 +39,6 @@ EVAL_BATCH = 512
 
 def resolve_device(requested: str) -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is an error."""
-    from bench.errors import UserError
-
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
@@ -48,10 +49,19 @@ def resolve_device(requested: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def load_splits(dataset: str, data_dir: str | None, cache_dir: str) -> Splits:
+def load_splits(dataset: str, data_dir: str | None, cache_dir: str, image_size: int = 0) -> Splits:
     """The dataset's splits, loaded once per process (a benchmark trains many runs on the same data)."""
     plugin = registry.load_dataset(dataset)
-    return plugin.load(Path(data_dir) if data_dir else None, Path(cache_dir))
+    return plugin.load(Path(data_dir) if data_dir else None, Path(cache_dir), image_size or None)
+
+
+def batches(images, order: torch.Tensor, batch_size: int):
+    """(indices, uint8 batch) in `order`: slices of an in-memory tensor, or an image store's decoded batches."""
+    chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    if isinstance(images, torch.Tensor):
+        yield from ((chunk, images[chunk]) for chunk in chunks)
+    else:
+        yield from zip(chunks, images.batches(order, batch_size), strict=True)
 
 
 @dataclass
@@ -62,8 +72,10 @@ class RunData:
     train_targets: torch.Tensor  # what the method sees: observed labels, or full labels for the oracle
     val_images: torch.Tensor
     val_targets: np.ndarray
+    val_known: np.ndarray | None
     test_images: torch.Tensor
     test_labels: np.ndarray
+    test_known: np.ndarray | None
     mean: torch.Tensor
     std: torch.Tensor
     train_flip: bool
@@ -81,7 +93,7 @@ def observed_labels(splits: Splits, protocol: str, label_seed: int) -> np.ndarra
 
 
 def prepare_data(spec: RunSpec, cache_dir: Path, device: torch.device) -> RunData:
-    splits = load_splits(spec.dataset, spec.data_dir, str(cache_dir))
+    splits = load_splits(spec.dataset, spec.data_dir, str(cache_dir), spec.image_size)
     observed = observed_labels(splits, spec.protocol, spec.label_seed)
     num_train = len(splits.train)
     train_observed, val_observed = observed[:num_train], observed[num_train:]
@@ -93,7 +105,8 @@ def prepare_data(spec: RunSpec, cache_dir: Path, device: torch.device) -> RunDat
         train_images=splits.train.images.to(device), train_targets=torch.as_tensor(train_targets, dtype=torch.float32,
                                                                                    device=device).clone(),
         val_images=splits.val.images.to(device), val_targets=val_targets,
-        test_images=splits.test.images.to(device), test_labels=splits.test.labels,
+        val_known=splits.val.known if spec.val_variant == "clean" else None,
+        test_images=splits.test.images.to(device), test_labels=splits.test.labels, test_known=splits.test.known,
         mean=torch.tensor(splits.mean, device=device).view(shape) * 255,
         std=torch.tensor(splits.std, device=device).view(shape) * 255,
         train_flip=registry.dataset_class(spec.dataset).train_flip,
@@ -138,72 +151,164 @@ class Trainer:
         """Float32 sigmoid scores of `images` in eval mode, on the device (no per-batch host copy)."""
         self.model.eval()
         scores = torch.empty(len(images), self.model.cam_head.out_channels, device=self.device)
-        for start in range(0, len(images), EVAL_BATCH):
+        order = torch.arange(len(images), device=self.device if isinstance(images, torch.Tensor) else "cpu")
+        for indices, batch in batches(images, order, EVAL_BATCH):
             with self.autocast():
-                logits = self.model(self.normalise(images[start:start + EVAL_BATCH]))
-            scores[start:start + EVAL_BATCH] = torch.sigmoid(logits.float())
+                logits = self.model(self.normalise(batch.to(self.device, non_blocking=True)))
+            scores[indices.to(self.device)] = torch.sigmoid(logits.float())
         return scores
 
     def train_epoch(self, epoch: int) -> float:
-        """One pass over the training set; returns the mean batch loss."""
+        """One pass over the training set; returns the mean batch loss.
+
+        A non-finite loss is noted on the device (no host sync per batch) and raised as NumericalFault, naming the
+        first bad batch, once the pass is over; so is a non-finite parameter (a non-finite gradient's mark).
+        """
         self.model.train()
         images = self.data.train_images
-        order = torch.randperm(len(images), generator=self.shuffle).to(self.device)
-        batches = range(0, len(order), self.spec.batch_size)
+        order = torch.randperm(len(images), generator=self.shuffle)
+        if isinstance(images, torch.Tensor):
+            order = order.to(self.device)
+        num_batches = -(-len(order) // self.spec.batch_size)
         total = torch.zeros((), device=self.device)
-        for start in tqdm(batches, desc=f"{self.spec.variant} epoch {epoch}/{self.spec.epochs}", leave=False,
-                          disable=not self.progress, unit="batch"):
-            indices = order[start:start + self.spec.batch_size]
+        first_bad = torch.full((), -1, device=self.device)
+        for number, (indices, batch) in enumerate(tqdm(
+                batches(images, order, self.spec.batch_size), total=num_batches, leave=False, unit="batch",
+                desc=f"{self.spec.variant} epoch {epoch}/{self.spec.epochs}", disable=not self.progress), 1):
+            indices = indices.to(self.device)
             flip = None
             if self.data.train_flip:
                 flip = (torch.rand(len(indices), generator=self.shuffle) < 0.5).to(self.device)
             with self.autocast():
-                logits = self.model(self.normalise(images[indices], flip)).float()
+                logits = self.model(self.normalise(batch.to(self.device, non_blocking=True), flip)).float()
             observed = self.state.observed[indices]
             loss = self.method.batch_loss(logits, observed, epoch=epoch, indices=indices)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.method.after_step(logits.detach(), observed, indices, epoch, self.state)
-            total += loss.detach()
-        return float(total) / len(batches)
+            loss = loss.detach()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), number, first_bad)
+            total += loss
+        self.check_finite(epoch, int(first_bad), num_batches)
+        return float(total) / num_batches
+
+    def check_finite(self, epoch: int, first_bad_batch: int, num_batches: int) -> None:
+        where = f"method {self.spec.variant}, dataset {self.spec.dataset}, seed {self.spec.seed}, epoch {epoch}"
+        if first_bad_batch > 0:
+            raise NumericalFault(f"non-finite loss in {where}, batch {first_bad_batch} of {num_batches}")
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise NumericalFault(f"non-finite parameters (a non-finite gradient) in {where}")
 
     def snapshot(self) -> dict[str, Any]:
         """Copy of everything needed to restore this epoch: model, method state, observed labels."""
         return copy.deepcopy({"model": self.model.state_dict(), "method": self.method.state_dict(),
                               "observed": self.state.observed})
 
-    def run(self) -> dict[str, Any]:
-        """Train, select the best epoch by validation mAP, evaluate test; return the record fields."""
-        started = time.perf_counter()
-        curve, best_val, best = [], -math.inf, None
-        for epoch in range(1, self.spec.epochs + 1):
+    def run(self, *, resume_path: Path | None = None,
+            on_epoch: Callable[[int, float, float], None] | None = None) -> dict[str, Any]:
+        """Train, select the best epoch by validation mAP, evaluate test; return the record fields.
+
+        resume_path: an epoch checkpoint file. If it exists, training continues after its epoch (with the same
+            model, optimizer, method state, labels and random generators, so the result equals an uninterrupted
+            run's); after every epoch it is rewritten atomically. The caller deletes it when the run is recorded.
+        on_epoch: called as on_epoch(epoch, val_map, train_loss) after every validation; it may raise to stop
+            the run (tuning prunes trials this way).
+        Raises NumericalFault for a non-finite loss or parameter, UserError for CUDA running out of memory.
+        """
+        try:
+            return self._run(resume_path, on_epoch)
+        except torch.OutOfMemoryError:
+            raise UserError(f"out of GPU memory with batch_size={self.spec.batch_size} on {self.device}: run again "
+                            f"with a smaller one (e.g. --set batch_size={max(1, self.spec.batch_size // 2)}); the "
+                            "batch size is never changed behind your back") from None
+
+    def _run(self, resume_path: Path | None, on_epoch) -> dict[str, Any]:
+        progress = {"epoch": 0, "curve": [], "best_val": -math.inf, "best_epoch": 0, "best": None, "seconds": 0.0}
+        if resume_path is not None and resume_path.exists():
+            progress = self.restore(resume_path)
+        started = time.perf_counter() - progress["seconds"]
+        for epoch in range(progress["epoch"] + 1, self.spec.epochs + 1):
             train_loss = self.train_epoch(epoch)
             self.method.end_of_epoch(epoch, self.state, lambda: self.predict(self.data.train_images))
             val_scores = self.predict(self.data.val_images).cpu().numpy()
-            val_map = 100 * float(average_precision(val_scores, self.data.val_targets).mean())
-            curve.append({"epoch": epoch, "train_loss": train_loss, "val_map": val_map})
-            if val_map > best_val:
-                best_val, best = val_map, (epoch, self.snapshot())
-        best_epoch, checkpoint = best
-        self.model.load_state_dict(checkpoint["model"])
+            val_map = 100 * float(average_precision(val_scores, self.data.val_targets, self.data.val_known).mean())
+            progress["curve"].append({"epoch": epoch, "train_loss": train_loss, "val_map": val_map})
+            if val_map > progress["best_val"]:
+                progress.update(best_val=val_map, best_epoch=epoch, best=self.snapshot())
+            progress.update(epoch=epoch, seconds=time.perf_counter() - started)
+            if resume_path is not None:
+                self.save_progress(resume_path, progress)
+            if on_epoch is not None:
+                on_epoch(epoch, val_map, train_loss)
+        self.checkpoint = progress["best"]
+        self.model.load_state_dict(self.checkpoint["model"])
         test_scores = self.predict(self.data.test_images).cpu().numpy()
-        per_class = average_precision(test_scores, self.data.test_labels)
-        self.checkpoint = checkpoint
+        per_class = average_precision(test_scores, self.data.test_labels, self.data.test_known)
         return {
-            "val_map": best_val, "test_map": 100 * float(per_class.mean()), "best_epoch": best_epoch,
+            "val_map": progress["best_val"], "test_map": 100 * float(per_class.mean()),
+            "best_epoch": progress["best_epoch"],
             "per_class_ap": {name: 100 * float(ap) for name, ap in zip(self.data.class_names, per_class, strict=True)},
-            "curve": curve, "train_seconds": time.perf_counter() - started,
-            "peak_memory_mb": peak_memory_mb(self.device),
-            "label_checksum": self.data.label_checksum,
+            "curve": progress["curve"], "train_seconds": time.perf_counter() - started,
+            "peak_memory_mb": peak_memory_mb(self.device), "label_checksum": self.data.label_checksum,
+            "image_shape": list(self.data.train_images.shape[1:]), "determinism": determinism_note(self.device),
         }
+
+    def save_progress(self, path: Path, progress: dict[str, Any]) -> None:
+        """The epoch checkpoint: progress plus model, optimizer, method, labels and random generator states."""
+        state = {**progress, "run_key_fields": self.spec.to_dict(), "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
+                 "observed": self.state.observed, "shuffle_rng": self.shuffle.get_state(),
+                 "torch_rng": torch.get_rng_state()}
+        atomic_torch_save(state, path)
+
+    def restore(self, path: Path) -> dict[str, Any]:
+        """Load an epoch checkpoint written by `save_progress` for this very spec (weights_only)."""
+        state = load_checkpoint(path)
+        if state.get("run_key_fields") != self.spec.to_dict():
+            raise UserError(f"checkpoint {path} belongs to another run; delete it to start this run afresh")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.method.load_state_dict(state["method"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise UserError(f"checkpoint {path} does not fit this model ({str(error).splitlines()[0]}); "
+                            "delete it to start this run afresh") from None
+        self.state.observed.copy_(state["observed"])
+        self.shuffle.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        return {key: state[key] for key in ("epoch", "curve", "best_val", "best_epoch", "best", "seconds")}
 
     def save_checkpoint(self, path: Path) -> None:
         """Write the best epoch's checkpoint (tensors only, loadable with weights_only=True)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".tmp")
-        torch.save(self.checkpoint, partial)
-        partial.replace(path)
+        atomic_torch_save(self.checkpoint, path)
+
+
+class NumericalFault(Exception):
+    """A non-finite loss or parameter: the run is recorded as failed, never as a result."""
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, partial)
+    partial.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """torch.load with weights_only=True (no pickle of arbitrary objects); UserError naming an unreadable file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is the user's to remove
+        raise UserError(f"cannot read checkpoint {path} ({type(error).__name__}); delete it to start afresh") from None
+
+
+def determinism_note(device: torch.device) -> str:
+    """What makes a run on `device` (not) bitwise reproducible."""
+    if device.type == "cpu":
+        return "deterministic: same spec, same numbers on the same CPU type and thread count"
+    return ("not bitwise deterministic on CUDA: cuDNN algorithm choice, atomic adds in index/scatter backward "
+            "(ROLE's estimates, LL-Cp), bf16 autocast; differences stay within seed noise")
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -17,3 +17,90 @@ def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def workspace(tmp_path: Path, cache_root: Path) -> Workspace:
     return Workspace(results=tmp_path / "results", cache=cache_root)
+
+
+FAULTY_METHODS = '''
+import torch
+from bench import Method
+
+
+class NanAfterFirstEpoch(Method):
+    name = "nan-after-epoch-1"
+    summary = "test plugin: assume-negative loss that turns NaN in epoch 2"
+
+    def batch_loss(self, logits, observed, *, epoch, indices=None):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, observed.clamp(min=0))
+        return loss * float("nan") if epoch >= 2 else loss
+
+
+class OutOfMemory(Method):
+    name = "out-of-memory"
+    summary = "test plugin: fails like a CUDA allocation"
+
+    def batch_loss(self, logits, observed, *, epoch, indices=None):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+'''
+
+
+@pytest.fixture
+def faulty_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An extra plugin folder (PAMLBENCH_PLUGIN_PATH) with methods that fail on purpose."""
+    from bench import registry
+
+    root = tmp_path / "plugins"
+    (root / "methods").mkdir(parents=True)
+    (root / "methods" / "faulty.py").write_text(FAULTY_METHODS)
+    monkeypatch.setenv("PAMLBENCH_PLUGIN_PATH", str(root))
+    registry.methods.cache_clear()
+    yield root
+    monkeypatch.delenv("PAMLBENCH_PLUGIN_PATH")
+    registry.methods.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server on 127.0.0.1 for this test session (Debian's postgresql; `make test` installs it)."""
+    import glob
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    if not found:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL server binaries (initdb) are missing: `make test` installs Debian's postgresql")
+        pytest.skip("PostgreSQL server binaries (initdb) are not installed")
+    bindir = Path(found).resolve().parent
+    base = Path(tempfile.mkdtemp(prefix="pamlbench-pg-", dir="/tmp"))
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(base / "data"), "--auth=trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"), "-w",
+                    "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True,
+                   capture_output=True)
+    yield f"postgresql://postgres@127.0.0.1:{port}"
+    subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "stop"],
+                   capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh database on the session's PostgreSQL server."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(f"{postgres_server}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"{postgres_server}/{name}"

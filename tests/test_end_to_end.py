@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.claims import ClaimStore
 from bench.grid import Grid, run_grid
 from bench.records import read_records
 from bench.runner import run_spec
@@ -18,34 +19,38 @@ ONE_EPOCH = {"epochs": 1}
 
 def test_one_run_writes_a_complete_record(workspace):
     spec = make_spec("digits-mosaic", "an", 0, overrides=ONE_EPOCH)
-    record, trained = run_spec(spec, workspace, progress=False)
-    assert trained and record["status"] == "done"
+    outcome = run_spec(spec, workspace, progress=False)
+    record = outcome.record
+    assert outcome.state == "trained" and record["status"] == "done"
     stored = json.loads((workspace.results / f"{record['run_key']}.json").read_text())
     assert stored == record
     assert 0 < stored["test_map"] <= 100 and stored["best_epoch"] == 1
     assert set(stored["per_class_ap"]) == {str(d) for d in range(10)}
     for field in ("curve", "train_seconds", "peak_memory_mb", "label_checksum", "versions", "git_commit",
-                  "code_version", "data_fingerprint"):
+                  "code_version", "data_fingerprint", "image_shape", "determinism"):
         assert field in stored
     assert (workspace.checkpoints / f"{record['run_key']}.pt").exists()
+    assert not (workspace.checkpoints / f"{record['run_key']}.partial.pt").exists()
 
 
 def test_resume_trains_nothing_already_recorded(workspace):
     specs = Grid(["digits-mosaic"], ["an"], [0, 1], overrides=ONE_EPOCH, device="cpu").specs()
-    assert run_grid(specs[:1], workspace, progress=False) == (1, 0)
+    assert run_grid(specs[:1], workspace, progress=False)["trained"] == 1
     first = sorted(p.stat().st_mtime_ns for p in workspace.results.glob("*.json"))
-    assert run_grid(specs, workspace, progress=False) == (1, 1)
-    assert run_grid(specs, workspace, progress=False) == (0, 2)
+    assert run_grid(specs, workspace, progress=False) == {"trained": 1, "failed": 0, "recorded": 1, "elsewhere": 0}
+    assert run_grid(specs, workspace, progress=False) == {"trained": 0, "failed": 0, "recorded": 2, "elsewhere": 0}
     assert len(read_records(workspace.results)) == 2
     assert sorted(p.stat().st_mtime_ns for p in workspace.results.glob("*.json"))[:1] == first
 
 
 def test_cpu_runs_are_deterministic(workspace, tmp_path):
     spec = make_spec("digits-mosaic", "an", 3, overrides=ONE_EPOCH)
-    first, _ = run_spec(spec, workspace, progress=False)
+    first = run_spec(spec, workspace, progress=False).record
     workspace.results.joinpath(f"{first['run_key']}.json").unlink()
-    second, trained = run_spec(spec, workspace, progress=False)
-    assert trained
+    ClaimStore(workspace.default_claims_url()).forget(first["run_key"])
+    outcome = run_spec(spec, workspace, progress=False)
+    second = outcome.record
+    assert outcome.state == "trained"
     assert (first["val_map"], first["test_map"]) == (second["val_map"], second["test_map"])
     assert first["per_class_ap"] == second["per_class_ap"]
 
@@ -64,15 +69,16 @@ def test_cli_bench_then_report_reproduces_leaderboard(tmp_path, cache_root):
     common = ["--results", "results", "--cache", str(cache_root)]
     done = pamlbench("bench", "--config", str(config), *common, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "4 run(s) trained" in done.stdout
+    assert "4 run(s) trained, 0 failed" in done.stdout
     board = (tmp_path / "leaderboard.md").read_text()
-    rows = {line.split("|")[1].strip(): line for line in board.splitlines() if line.startswith("| ")}
+    main_table = board.split("\n## ")[1].split("\n\n")[1]
+    rows = {line.split("|")[1].strip(): line for line in main_table.splitlines() if line.startswith("| ")}
     assert "full (oracle)" in rows and "an" in rows
     full_mean = float(rows["full (oracle)"].split("|")[2].split("±")[0])
     an_mean = float(rows["an"].split("|")[2].strip("* ").split("±")[0])
     assert full_mean > an_mean
     again = pamlbench("bench", "--config", str(config), *common, cwd=tmp_path)
-    assert "0 run(s) trained, 4 already recorded" in again.stdout
+    assert "0 run(s) trained, 0 failed, 4 already recorded" in again.stdout
     (tmp_path / "leaderboard.md").unlink()
     assert pamlbench("report", *common, cwd=tmp_path).returncode == 0
     assert (tmp_path / "leaderboard.md").read_text() == board

@@ -1,0 +1,135 @@
+"""Which worker trains which run: a claims table shared by every `pamlbench bench` worker of one benchmark.
+
+A worker claims a run key before training it and marks it done afterwards, storing the finished record with it, so
+several workers (processes, GPUs or machines) on one storage each take cells that are not done, no cell is trained
+twice while no worker crashes, and every worker can copy the records of cells done elsewhere into its own results
+folder.
+A crashed worker stops its heartbeat; its claim goes stale after `stale_after` seconds and another worker takes the
+cell over (atomically: compare-and-swap on the heartbeat).
+
+Storage: any SQLAlchemy URL — by default a SQLite file next to the results (`results/.claims.sqlite`, enough for
+several processes on one machine), or the PostgreSQL URL given with `--storage` for several machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from bench.errors import UserError
+
+HEARTBEAT_SECONDS = 20.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class ClaimStore:
+    """The claims table at `url`. Rows: run_key (primary key), worker, status (running/done), heartbeat (epoch
+    seconds), record (the finished record's JSON)."""
+
+    def __init__(self, url: str, stale_after: float = 120.0) -> None:
+        self.url = url
+        self.stale_after = stale_after
+        self.worker = worker_name()
+        connect_args = {"timeout": 60} if url.startswith("sqlite") else {}
+        try:
+            database = sa.engine.make_url(url).database
+            if url.startswith("sqlite") and database:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+            metadata = sa.MetaData()
+            self.table = sa.Table("pamlbench_claims", metadata,
+                                  sa.Column("run_key", sa.String(64), primary_key=True),
+                                  sa.Column("worker", sa.String(200), nullable=False),
+                                  sa.Column("status", sa.String(16), nullable=False),
+                                  sa.Column("heartbeat", sa.Float, nullable=False),
+                                  sa.Column("record", sa.Text, nullable=True))
+            metadata.create_all(self.engine)
+        except (SQLAlchemyError, ImportError, OSError, ValueError) as error:
+            raise UserError(f"cannot open the claims storage {redact(url)}: {first_line(error)}; check the URL and "
+                            "that the database server is running") from None
+
+    def claim(self, run_key: str) -> bool:
+        """True if this worker now owns `run_key`: it was free, or its owner stopped its heartbeat."""
+        now = time.time()
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(self.table.insert().values(run_key=run_key, worker=self.worker, status="running",
+                                                              heartbeat=now))
+            return True
+        except IntegrityError:
+            pass
+        with self.engine.begin() as connection:
+            row = connection.execute(sa.select(self.table).where(self.table.c.run_key == run_key)).one_or_none()
+            if row is None or row.status == "done" or now - row.heartbeat < self.stale_after:
+                return False
+            taken = connection.execute(self.table.update().where(
+                (self.table.c.run_key == run_key) & (self.table.c.heartbeat == row.heartbeat)
+                & (self.table.c.status == "running")).values(worker=self.worker, heartbeat=now))
+            return taken.rowcount == 1
+
+    def done_record(self, run_key: str) -> dict | None:
+        """The record of `run_key` if some worker finished it, else None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(self.table.c.status, self.table.c.record).where(
+                self.table.c.run_key == run_key)).one_or_none()
+        return json.loads(row.record) if row is not None and row.status == "done" and row.record else None
+
+    def beat(self, run_key: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(self.table.update().where(
+                (self.table.c.run_key == run_key) & (self.table.c.worker == self.worker)).values(heartbeat=time.time()))
+
+    def finish(self, run_key: str, record: dict) -> None:
+        """Mark `run_key` done and keep its record."""
+        with self.engine.begin() as connection:
+            connection.execute(self.table.update().where(self.table.c.run_key == run_key).values(
+                status="done", worker=self.worker, heartbeat=time.time(), record=json.dumps(record, sort_keys=True)))
+
+    def forget(self, run_key: str) -> None:
+        """Drop any claim of `run_key`, done or not (so that it is trained again)."""
+        with self.engine.begin() as connection:
+            connection.execute(self.table.delete().where(self.table.c.run_key == run_key))
+
+    def release(self, run_key: str) -> None:
+        """Give a claim back without finishing (the run stopped on an error that is not the method's)."""
+        with self.engine.begin() as connection:
+            connection.execute(self.table.delete().where(
+                (self.table.c.run_key == run_key) & (self.table.c.worker == self.worker)
+                & (self.table.c.status == "running")))
+
+    def keep_alive(self, run_key: str) -> threading.Event:
+        """Beat for `run_key` in a background thread until the returned event is set."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                try:
+                    self.beat(run_key)
+                except OperationalError:
+                    continue
+
+        threading.Thread(target=loop, daemon=True, name=f"heartbeat-{run_key}").start()
+        return stop
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+        return url
+
+
+def first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -1,0 +1,212 @@
+"""`make perf`: throughput and wall-time figures of the harness, printed as a table (a benchmark, not a test).
+
+Every figure is the median of several repeats after a warm-up. Sections:
+1. trainer vs bare loop (same model, same in-memory batches; forward + backward + Adam step and nothing else):
+   small CNN on digits-mosaic, ResNet-50 at 224 px on CPU (a few batches);
+2. input pipeline: JPEG folder (decode + resize 448 by DataLoader workers) vs the decoded uint8 cache, then flip and
+   normalise, on a generated folder of JPEGs;
+3. evaluation throughput;
+4. wall time of one digits-mosaic run and (unless --quick) of the full default `pamlbench bench`, with peak RSS;
+5. tuning: epochs trained by a fixed 20-trial search with and without pruning, and the best validation mAP of each
+   (unless --quick);
+and on a CUDA machine ResNet-50 at 448 px, bf16 autocast + channels_last vs fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def median_time(action, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        action()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def row(name: str, value: str, note: str = "") -> None:
+    print(f"| {name:58s} | {value:>14s} | {note}", flush=True)
+
+
+def bare_loop(trainer, batches: list[torch.Tensor], targets: list[torch.Tensor]):
+    """Same model architecture and optimizer, batches already normalised in memory, nothing else."""
+    from bench.model import CamClassifier, build_backbone
+
+    torch.manual_seed(0)
+    model = CamClassifier(build_backbone(trainer.spec.backbone, batches[0].shape[1]), targets[0].shape[1])
+    model = model.to(trainer.device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+
+    def epoch() -> None:
+        for images, labels in zip(batches, targets, strict=True):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if trainer.cuda:
+            torch.cuda.synchronize()
+
+    return epoch
+
+
+def harness_vs_bare(trainer, label: str, repeats: int) -> None:
+    images = trainer.data.train_images
+    order = torch.arange(len(images))
+    batches, targets = [], []
+    for start in range(0, len(images), trainer.spec.batch_size):
+        index = order[start:start + trainer.spec.batch_size]
+        batches.append(trainer.normalise(images[index.to(images.device) if isinstance(images, torch.Tensor)
+                                                else index].to(trainer.device)))
+        targets.append((trainer.state.observed[index.to(trainer.device)] == 1).float())
+    harness = median_time(lambda: trainer.train_epoch(1), repeats)
+    bare = median_time(bare_loop(trainer, batches, targets), repeats)
+    row(f"{label}: harness trainer, images/s", f"{len(images) / harness:.1f}")
+    row(f"{label}: bare loop, images/s", f"{len(images) / bare:.1f}")
+    row(f"{label}: harness / bare", f"{bare / harness:.3f}", "target >= 0.95")
+
+
+def prepared_voc(workdir: Path, images: int, cache_size: int | None) -> Path:
+    from fixtures import voc_tree
+
+    from bench import registry
+    from bench.prepared import prepare
+
+    raw, out = workdir / "raw", workdir / f"voc-{cache_size}"
+    if not raw.exists():
+        voc_tree(raw, train=images, val=8)
+        for path in (raw / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"):  # VOC-sized photos
+            rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+            base = rng.integers(0, 255, (47, 63, 3), dtype=np.uint8)
+            from PIL import Image
+
+            Image.fromarray(base).resize((500, 375), Image.BICUBIC).save(path, quality=90)
+    if not out.exists():
+        prepare(registry.load_dataset("voc"), raw, out, cache_size=cache_size, verify=False)
+    return out
+
+
+def input_pipeline(workdir: Path, repeats: int) -> None:
+    from bench import registry
+
+    folder = prepared_voc(workdir, 300, cache_size=448)
+    results = {}
+    for label, use_cache in (("JPEG folder, decode + resize 448, workers", False), ("decoded uint8 cache", True)):
+        splits = registry.load_dataset("voc").load(folder, workdir)
+        store = splits.train.images
+        if not use_cache:
+            store.cache = None
+        mean = torch.tensor(splits.mean).view(1, -1, 1, 1) * 255
+        std = torch.tensor(splits.std).view(1, -1, 1, 1) * 255
+
+        def one_pass(store=store, mean=mean, std=std) -> None:
+            for batch in store.batches(torch.randperm(len(store)), 16):
+                flip = torch.rand(len(batch)) < 0.5
+                normalised = (batch.float() - mean) / std
+                torch.where(flip.view(-1, 1, 1, 1), normalised.flip(3), normalised)
+
+        seconds = median_time(one_pass, repeats)
+        results[use_cache] = len(store) / seconds
+        row(f"input: {label}, images/s", f"{results[use_cache]:.1f}", f"{store.workers} workers" if not use_cache
+            else "memory map")
+    row("input: cache / JPEG", f"{results[True] / results[False]:.1f}", "target >= 5")
+
+
+def resnet_trainer(workdir: Path, size: int, device: str, images: int):
+    from bench.spec import make_spec
+    from bench.trainer import Trainer
+
+    folder = prepared_voc(workdir, images, cache_size=size)
+    spec = make_spec("voc", "an", 0, overrides={"image_size": size, "batch_size": 8, "epochs": 1},
+                     data_dir=str(folder), device=device, weights="none")
+    return Trainer(spec, workdir, progress=False)
+
+
+def whole_benchmark(workdir: Path, quick: bool) -> None:
+    from bench.spec import make_spec
+    from bench.trainer import Trainer
+
+    started = time.perf_counter()
+    Trainer(make_spec("digits-mosaic", "an", 0), workdir / "cache", progress=False).run()
+    row("one digits-mosaic run (an, 5 epochs), wall s", f"{time.perf_counter() - started:.1f}")
+    if quick:
+        return
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--results", str(workdir / "results"), "--cache",
+                    str(workdir / "bench-cache"), "--out", str(workdir / "leaderboard.md"), "--dataset",
+                    "digits-mosaic", "--config", str(ROOT / "benchmark.toml")], check=True, stdout=subprocess.DEVNULL)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    row("full default bench on digits-mosaic (81 runs), wall s", f"{time.perf_counter() - started:.0f}",
+        f"target <= 600; peak RSS {peak:.0f} MiB")
+
+
+def tuning(workdir: Path) -> None:
+    from bench.tuning import tune
+
+    figures = {}
+    for pruner in ("none", "median"):
+        summary = tune("digits-mosaic", "ls", n_trials=20, storage_url=f"sqlite:///{workdir / f'{pruner}.db'}",
+                       results=workdir / f"tuned-{pruner}", data_cache=workdir / "cache", pruner=pruner,
+                       progress=False)
+        figures[pruner] = summary
+        row(f"tuning ls, 20 trials, pruner {pruner}: epochs trained", str(summary["epochs_trained"]),
+            f"best val mAP {summary['best_value']:.2f}")
+    saved = 1 - figures["median"]["epochs_trained"] / figures["none"]["epochs_trained"]
+    row("tuning: epochs saved by pruning", f"{100 * saved:.0f} %", "target >= 40 %; best val mAP within 0.5: "
+        f"{abs(figures['median']['best_value'] - figures['none']['best_value']):.2f}")
+
+
+def gpu_precision(workdir: Path, repeats: int) -> None:
+    trainer = resnet_trainer(workdir, 448, "cuda", 64)
+    for label, bf16 in (("bf16 autocast + channels_last", True), ("fp32", False)):
+        trainer.cuda = bf16  # autocast is on exactly when this flag is
+        seconds = median_time(lambda: (trainer.train_epoch(1), torch.cuda.synchronize()), repeats)
+        row(f"GPU ResNet-50 448 px, {label}, images/s", f"{len(trainer.data.train_images) / seconds:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the full benchmark and the tuning comparison")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    from bench.spec import make_spec
+    from bench.trainer import Trainer
+
+    workdir = Path(tempfile.mkdtemp(prefix="pamlbench-perf-"))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
+    print(f"| {'figure':58s} | {'value':>14s} | note\n|{'-' * 60}|{'-' * 16}|------")
+    digits = Trainer(make_spec("digits-mosaic", "an", 0), workdir / "cache", progress=False)
+    harness_vs_bare(digits, "small CNN, digits-mosaic 56 px", args.repeats)
+    evaluation = median_time(lambda: digits.predict(digits.data.val_images), args.repeats)
+    row("evaluation, small CNN, images/s", f"{len(digits.data.val_images) / evaluation:.0f}")
+    harness_vs_bare(resnet_trainer(workdir, 224, "cpu", 16), "ResNet-50 224 px, CPU", args.repeats)
+    input_pipeline(workdir, args.repeats)
+    whole_benchmark(workdir, args.quick)
+    if not args.quick:
+        tuning(workdir)
+    if torch.cuda.is_available():
+        gpu_precision(workdir, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

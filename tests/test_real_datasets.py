@@ -1,0 +1,193 @@
+"""The real datasets' preparation from fixture trees in the official formats, and their errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from fixtures import coco_tree, cub_tree, nuswide_tree, openimages_tree, voc_tree
+
+from bench import registry
+from bench.cli import main
+from bench.observation import single_positive
+from bench.prepared import cole_split, prepare
+from bench.records import read_records
+
+
+def prepared(name, raw, out, **options):
+    return prepare(registry.load_dataset(name), raw, out, **options)
+
+
+def rows_in_order(labels_train, labels_test):
+    train, val = cole_split(len(labels_train))
+    return np.concatenate([labels_train[train], labels_train[val], labels_test]), train, val
+
+
+def test_cole_split_matches_reference_rule():
+    train, val = cole_split(5717)
+    assert (len(train), len(val)) == (4574, 1143)  # VOC's official train split -> Cole's table
+    perm = np.random.RandomState(1200).permutation(5717)
+    assert np.array_equal(train, np.sort(perm[:4574])) and np.array_equal(val, np.sort(perm[-1143:]))
+
+
+def test_voc_prepare(tmp_path):
+    flags = voc_tree(tmp_path / "raw")
+    manifest = prepared("voc", tmp_path / "raw", tmp_path / "voc")
+    out = tmp_path / "voc"
+    ids, matrix = flags["train"]
+    keep = (matrix == 1).any(1)
+    train_labels = (matrix[keep] == 1).astype(float)  # difficult (0) counts as negative
+    test_ids, test_matrix = flags["val"]
+    test_labels = (test_matrix[(test_matrix == 1).any(1)] == 1).astype(float)
+    expected, train_rows, val_rows = rows_in_order(train_labels, test_labels)
+    assert np.array_equal(np.load(out / "labels.npy"), expected)
+    assert manifest["splits"] == {"train": len(train_rows), "val": len(val_rows), "test": len(test_labels)}
+    kept = sorted(i for i, k in zip(ids, keep, strict=True) if k)
+    images = (out / "images.txt").read_text().split()
+    assert images[:len(train_rows)] == [f"JPEGImages/{kept[i]}.jpg" for i in train_rows]
+    observed = np.load(out / "observed_single-positive_1200.npy")
+    draw = single_positive(train_labels, 1200)
+    assert np.array_equal(observed, np.concatenate([draw[train_rows], draw[val_rows]]))
+    for name, digest in manifest["files"].items():
+        import hashlib
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+
+
+def test_coco_prepare_sorts_ids_as_strings_and_drops_unannotated(tmp_path):
+    coco_tree(tmp_path / "raw")
+    prepared("coco", tmp_path / "raw", tmp_path / "coco")
+    images = (tmp_path / "coco" / "images.txt").read_text().split()
+    train_ids = sorted([3, 12, 25, 100, 7, 41, 9, 200, 11], key=str)  # 30 has no annotation
+    train, val = cole_split(len(train_ids))
+    assert images[:len(train)] == [f"train2014/COCO_train2014_{train_ids[i]:012d}.jpg" for i in train]
+    assert len(images) == 9 + 3
+    assert json.loads((tmp_path / "coco" / "manifest.json").read_text())["class_names"][3] == "thing5"
+
+
+def test_cub_prepare_int_labels_and_official_split(tmp_path):
+    present = cub_tree(tmp_path / "raw")
+    manifest = prepared("cub", tmp_path / "raw", tmp_path / "cub")
+    train_ids = [i for i in range(12) if i % 3 != 0]
+    test_ids = [i for i in range(12) if i % 3 == 0]
+    expected, _, _ = rows_in_order(present[train_ids], present[test_ids])
+    assert np.array_equal(np.load(tmp_path / "cub" / "labels.npy"), expected)
+    assert np.load(tmp_path / "cub" / "labels.npy").dtype.kind == "i"
+    assert len(manifest["class_names"]) == 312
+
+
+def test_nuswide_and_openimages_prepare(tmp_path):
+    nuswide_tree(tmp_path / "nus-raw")
+    assert prepared("nuswide", tmp_path / "nus-raw", tmp_path / "nus")["splits"] == {"train": 8, "val": 2, "test": 5}
+    openimages_tree(tmp_path / "oi-raw")
+    manifest = prepared("openimages", tmp_path / "oi-raw", tmp_path / "oi")
+    assert manifest["class_names"] == ["cat", "dog", "car"] and manifest["observed"] == [["annotated", 1200]]
+    labels = np.load(tmp_path / "oi" / "labels.npy")
+    assert set(np.unique(labels)) == {-1.0, 0.0, 1.0} and (labels == 1).sum(1).tolist() == [1] * 12
+    observed = np.load(tmp_path / "oi" / "observed_annotated_1200.npy")
+    assert np.array_equal(observed, np.where(labels[:8] == 1, 1, np.where(labels[:8] == 0, -1, 0)))
+
+
+def test_decoded_cache_equals_decoding(tmp_path):
+    voc_tree(tmp_path / "raw")
+    prepared("voc", tmp_path / "raw", tmp_path / "voc", cache_size=16)
+    splits = registry.load_dataset("voc").load(tmp_path / "voc", tmp_path, image_size=16)
+    assert splits.train.images.cache is not None
+    store = splits.train.images
+    cached = store[[2, 0, 1]]
+    store.cache = None
+    assert cached.shape == (3, 3, 16, 16) and np.array_equal(cached.numpy(), store[[2, 0, 1]].numpy())
+    assert [b.shape[0] for b in store.batches(__import__("torch").arange(len(store)), 4)][0] == 4
+
+
+ERRORS = {
+    "missing raw folder": (lambda raw: None, "raw folder"),
+    "missing annotation file": (lambda raw: (raw / "VOCdevkit/VOC2012/ImageSets/Main/dog_train.txt").unlink(),
+                                "missing VOC annotation file"),
+    "annotation that does not parse": (lambda raw: (raw / "VOCdevkit/VOC2012/ImageSets/Main/cat_val.txt")
+                                       .write_text("2008_000500 yes\n"), "cat_val.txt:1: expected"),
+    "image listed but absent": (lambda raw: next((raw / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg")).unlink(),
+                                "is listed in the annotations but absent"),
+    "truncated image": (lambda raw: [p.write_bytes(p.read_bytes()[:60]) for p in
+                                     (raw / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg")],
+                        "is unreadable or truncated"),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_prepare_errors_name_the_file_and_leave_nothing(case, tmp_path, capsys):
+    damage, message = ERRORS[case]
+    raw = tmp_path / "raw"
+    if case != "missing raw folder":
+        voc_tree(raw)
+        damage(raw)
+    code = main(["data", "prepare", "voc", "--raw", str(raw), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["raw"] if case != "missing raw folder" else [])
+
+
+def test_class_count_mismatch(tmp_path, capsys):
+    cub_tree(tmp_path / "raw")
+    (tmp_path / "raw" / "attributes.txt").write_text("1 has_bill::x\n")
+    assert main(["data", "prepare", "cub", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out")]) == 2
+    assert "class-count mismatch" in capsys.readouterr().err
+    coco_tree(tmp_path / "coco")
+    path = tmp_path / "coco" / "annotations" / "instances_val2014.json"
+    data = json.loads(path.read_text())
+    data["categories"] = data["categories"][:3]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] in (1, 2, 3)]
+    path.write_text(json.dumps(data))
+    assert main(["data", "prepare", "coco", "--raw", str(tmp_path / "coco"), "--out", str(tmp_path / "o2")]) == 2
+    assert "class-count mismatch" in capsys.readouterr().err
+
+
+def test_malformed_prepared_folder_and_missing_data_option(tmp_path, capsys):
+    (tmp_path / "voc").mkdir()
+    assert main(["data", "info", "voc", "--data", str(tmp_path / "voc")]) == 2
+    assert "is not a prepared voc folder" in capsys.readouterr().err
+    assert main(["run", "--method", "an", "--dataset", "voc"]) == 2
+    assert "needs --data DIR" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_on_prepared_voc_end_to_end(tmp_path, cache_root):
+    voc_tree(tmp_path / "raw", train=40, val=12)
+    assert main(["data", "prepare", "voc", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "voc")]) == 0
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--dataset", "voc", "--data",
+                           str(tmp_path / "voc"), "--variants", "an", "ll-r+boostlu", "--seeds", "0", "--set",
+                           "backbone=small-cnn", "--set", "image_size=32", "--set", "epochs=2", "--set",
+                           "batch_size=8", "--no-tracking", "--results", "results", "--cache",
+                           str(tmp_path / "cache")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    records = read_records(tmp_path / "results")
+    assert {r["variant"] for r in records} == {"an", "ll-r+boostlu"} and all(r["status"] == "done" for r in records)
+    assert records[0]["image_shape"] == [3, 32, 32] and len(records[0]["per_class_ap"]) == 20
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "| voc " in board and "paper" in board  # published VOC numbers appear beside ours
+
+
+def test_fashion_mosaic_from_idx_files(tmp_path):
+    import gzip
+
+    from bench.mosaic import read_idx
+
+    rng = np.random.default_rng(0)
+
+    def idx(path, array):
+        header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        with gzip.open(path, "wb") as stream:
+            stream.write(header + array.astype(np.uint8).tobytes())
+
+    for split, count in (("train", 8200), ("t10k", 2100)):
+        idx(tmp_path / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (count, 28, 28)))
+        idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(count) % 10)
+    plugin = registry.load_dataset("fashion-mosaic")
+    assert plugin.available(tmp_path) and not plugin.available(tmp_path / "nowhere")
+    splits = plugin.load(tmp_path, tmp_path / "cache")
+    assert len(splits.train) == 4000 and splits.train.images.shape[1:] == (1, 56, 56)
+    assert plugin.fingerprint(tmp_path, tmp_path / "cache") == plugin.fingerprint(tmp_path, tmp_path / "cache")
+    (tmp_path / "bad-idx.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc"))
+    with pytest.raises(Exception, match="truncated"):
+        read_idx(tmp_path / "bad-idx.gz")

@@ -1,0 +1,128 @@
+"""Optuna tuning and MLflow tracking on real storage (SQLite files, a real PostgreSQL server), no mocks."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.records import read_records
+
+
+def pamlbench(*args, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def grid_file(folder: Path, variants=("an",), seeds=(0,), epochs=3) -> Path:
+    path = folder / "grid.toml"
+    path.write_text(f"datasets = ['digits-mosaic']\nvariants = {list(variants)!r}\nseeds = {list(seeds)!r}\n"
+                    f"device = 'cpu'\n[overrides]\nepochs = {epochs}\n")
+    return path
+
+
+@pytest.mark.slow
+def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path, cache_root, monkeypatch):
+    import mlflow
+    import optuna
+
+    monkeypatch.chdir(tmp_path)
+    grid_file(tmp_path, variants=("ls",), epochs=3)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cache = tmp_path / "cache"
+    assert main(["tune", "--config", "grid.toml", "--n-trials", "4", "--storage", storage, "--cache",
+                 str(cache)]) == 0
+    name = "pamlbench/digits-mosaic/single-positive/clean/ls/small-cnn/3ep"
+    study = optuna.load_study(study_name=name, storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 4 and "PRUNED" in states, states
+    assert set(study.best_params) == {"lr", "ls_coef"}
+    summary = json.loads(next((tmp_path / "results" / "tuned").glob("*.json")).read_text())
+    assert summary["study"] == name and summary["n_trials"] == 4 and summary["pruned"] >= 1
+    assert summary["epochs_trained"] < 4 * 3  # pruning saved epochs
+    mlflow.set_tracking_uri(f"sqlite:///{cache / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["digits-mosaic/single-positive"])
+    assert len(runs) == 5  # the study's parent run and its four trials
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(children) == 4 and children["metrics.val_map"].notna().all()
+    # the grid now trains the tuned hyperparameters and says so
+    assert main(["bench", "--config", "grid.toml", "--cache", str(cache)]) == 0
+    record = read_records(tmp_path / "results")[0]
+    assert record["hparam_source"] == {"kind": "tuned", "study": name, "n_trials": 4}
+    assert record["spec"]["lr"] == pytest.approx(study.best_params["lr"])
+    assert "| ls (tuned)" in (tmp_path / "leaderboard.md").read_text()
+    runs = mlflow.search_runs(experiment_names=["digits-mosaic/single-positive"], filter_string="metrics.test_map > 0")
+    bench_run = runs[runs["tags.pamlbench.run_key"] == record["run_key"]]
+    assert len(bench_run) == 1 and bench_run["metrics.test_map"].iloc[0] == pytest.approx(record["test_map"])
+    assert bench_run["params.seed"].iloc[0] == "0" and bench_run["tags.git_commit"].iloc[0]
+
+
+@pytest.mark.slow
+def test_killed_tune_resumes_and_retries_the_lost_trial(tmp_path, cache_root):
+    import optuna
+
+    grid_file(tmp_path, variants=("an",), epochs=2)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = ("tune", "--config", "grid.toml", "--n-trials", "3", "--pruner", "none", "--storage", storage,
+            "--cache", str(cache_root), "--no-tracking", "--heartbeat", "1")
+    worker = pamlbench(*args, cwd=tmp_path)
+    name = "pamlbench/digits-mosaic/single-positive/clean/an/small-cnn/2ep"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage).trials
+        except KeyError:
+            trials = []
+        if [t.state.name for t in trials] == ["COMPLETE", "RUNNING"]:
+            break
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    time.sleep(4)  # past the heartbeat grace period: the running trial is stale
+    resumed = pamlbench(*args, cwd=tmp_path)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1 and "RUNNING" not in states
+    assert trials[0].state.name == "COMPLETE" and trials[1].state.name == "FAIL"  # finished work kept
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == 1]
+    assert len(retried) == 1 and retried[0].params == trials[1].params
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql_share_a_study_and_a_grid(tmp_path, cache_root, postgres_url):
+    import optuna
+    import sqlalchemy as sa
+
+    grid_file(tmp_path, variants=("an", "wan"), seeds=(0, 1), epochs=1)
+    common = ("--config", "grid.toml", "--storage", postgres_url, "--cache", str(cache_root), "--no-tracking",
+              "--threads", "1")
+    tuners = [pamlbench("tune", "--variants", "an", "--n-trials", "4", "--pruner", "none", *common, cwd=tmp_path)
+              for _ in range(2)]
+    outputs = [worker.communicate(timeout=600) for worker in tuners]
+    assert all(worker.returncode == 0 for worker in tuners), outputs
+    trials = optuna.load_study(study_name="pamlbench/digits-mosaic/single-positive/clean/an/small-cnn/1ep",
+                               storage=postgres_url).trials
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))  # no duplicated trial
+    assert all(t.state.name == "COMPLETE" for t in trials)  # none lost or left running
+    assert 4 <= len(trials) <= 5  # the budget, plus at most one trial started by the second worker meanwhile
+    benches = [pamlbench("bench", "--no-report", *common, cwd=tmp_path) for _ in range(2)]
+    outputs = [worker.communicate(timeout=600) for worker in benches]
+    assert all(worker.returncode == 0 for worker in benches), outputs
+    trained = [line.split("] ")[1].split(":")[0] for out, _ in outputs for line in out.splitlines()
+               if "val mAP" in line]
+    assert sorted(trained) == sorted(set(trained)) and len(trained) == 4  # each cell once
+    assert len(read_records(tmp_path / "results")) == 4
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as connection:
+        statuses = connection.execute(sa.text("SELECT status FROM pamlbench_claims")).scalars().all()
+    engine.dispose()
+    assert statuses == ["done"] * 4
