@@ -4,7 +4,8 @@ A worker claims a run key before training it and marks it done afterwards, stori
 several workers (processes, GPUs or machines) on one storage each take cells that are not done, no cell is trained
 twice while no worker crashes, and every worker can copy the records of cells done elsewhere into its own results
 folder.
-A crashed worker stops its heartbeat; its claim goes stale after `stale_after` seconds and another worker takes the
+A crashed worker stops its heartbeat; its claim goes stale after `stale_after` seconds, or at once when the worker
+ran on this machine and its process is gone (a `kill -9` followed by the same command), and another worker takes the
 cell over (atomically: compare-and-swap on the heartbeat).
 
 Storage: any SQLAlchemy URL — by default a SQLite file next to the results (`results/.claims.sqlite`, enough for
@@ -33,6 +34,21 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def dead_local_worker(worker: str) -> bool:
+    """True if `worker` (a worker_name) ran on this machine and its process no longer exists."""
+    host, _, rest = worker.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class ClaimStore:
     """The claims table at `url`. Rows: run_key (primary key), worker, status (running/done), heartbeat (epoch
     seconds), record (the finished record's JSON)."""
@@ -54,7 +70,7 @@ class ClaimStore:
                                   sa.Column("status", sa.String(16), nullable=False),
                                   sa.Column("heartbeat", sa.Float, nullable=False),
                                   sa.Column("record", sa.Text, nullable=True))
-            metadata.create_all(self.engine)
+            create_tables(metadata, self.engine)
         except (SQLAlchemyError, ImportError, OSError, ValueError) as error:
             raise UserError(f"cannot open the claims storage {redact(url)}: {first_line(error)}; check the URL and "
                             "that the database server is running") from None
@@ -71,7 +87,9 @@ class ClaimStore:
             pass
         with self.engine.begin() as connection:
             row = connection.execute(sa.select(self.table).where(self.table.c.run_key == run_key)).one_or_none()
-            if row is None or row.status == "done" or now - row.heartbeat < self.stale_after:
+            if row is None or row.status == "done":
+                return False
+            if now - row.heartbeat < self.stale_after and not dead_local_worker(row.worker):
                 return False
             taken = connection.execute(self.table.update().where(
                 (self.table.c.run_key == run_key) & (self.table.c.heartbeat == row.heartbeat)
@@ -121,6 +139,18 @@ class ClaimStore:
 
         threading.Thread(target=loop, daemon=True, name=f"heartbeat-{run_key}").start()
         return stop
+
+
+def create_tables(metadata: sa.MetaData, engine: sa.Engine, attempts: int = 5) -> None:
+    """CREATE TABLE IF NOT EXISTS, retried: two workers starting together race on PostgreSQL's catalog."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (IntegrityError, sa.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def redact(url: str) -> str:

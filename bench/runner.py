@@ -84,7 +84,9 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
 
     key = spec.key(workspace.data_cache)
     path = record_path(workspace.results, key)
+    resume = workspace.checkpoints / f"{key}.partial.pt"
     if path.exists():
+        resume.unlink(missing_ok=True)  # left behind by a worker killed right after writing the record
         return Outcome("recorded", read_record(path))
     claims = claims or ClaimStore(workspace.default_claims_url())
     done_elsewhere = claims.done_record(key)
@@ -96,7 +98,6 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
         write_record(workspace.results, done_elsewhere)
         return Outcome("recorded", done_elsewhere)
     stop_heartbeat = claims.keep_alive(key)
-    resume = workspace.checkpoints / f"{key}.partial.pt"
     run_id = tracker.start(spec, key) if tracker else None
     on_epoch = (lambda epoch, val_map, loss: tracker.epoch(run_id, epoch, val_map, loss)) if tracker else None
     try:
@@ -108,6 +109,7 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
         except NumericalFault as fault:
             record.update(status="failed", error=str(fault))
         write_record(workspace.results, record)
+        resume.unlink(missing_ok=True)
         claims.finish(key, record)
     except BaseException:
         claims.release(key)
@@ -118,7 +120,6 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
         stop_heartbeat.set()
     if tracker:
         tracker.finish(run_id, record)
-    resume.unlink(missing_ok=True)
     return Outcome("trained" if record["status"] == "done" else "failed", record)
 
 

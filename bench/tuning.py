@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -84,19 +85,27 @@ def open_study(name: str, storage_url: str, seed: int, pruner: str, epochs: int,
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-    try:
-        storage = RDBStorage(storage_url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
-        return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                   sampler=optuna.samplers.TPESampler(seed=seed),
-                                   pruner=make_pruner(pruner, epochs))
-    except UserError:
-        raise
-    except Exception as error:  # noqa: BLE001 - a storage the user pointed to
-        from bench.claims import first_line, redact
+    pruner_object = make_pruner(pruner, epochs)
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-        raise UserError(f"cannot open Optuna storage {redact(storage_url)}: {first_line(error)}; check the URL and "
-                        "that the database server is running") from None
+    from bench.claims import first_line, redact
+
+    races = (IntegrityError, ProgrammingError, optuna.exceptions.DuplicatedStudyError)
+    attempt = 0
+    while True:  # workers starting together race on creating the tables and the study: retry a few times
+        try:
+            storage = RDBStorage(storage_url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+            return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                       sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner_object)
+        except races:
+            attempt += 1
+            if attempt == 5:
+                raise
+            time.sleep(0.2 * attempt)
+        except Exception as error:  # noqa: BLE001 - a storage the user pointed to
+            raise UserError(f"cannot open Optuna storage {redact(storage_url)}: {first_line(error)}; check the URL "
+                            "and that the database server is running") from None
 
 
 def tune(dataset: str, variant: str, *, n_trials: int, storage_url: str, results: Path, data_cache: Path,

@@ -194,3 +194,17 @@ def test_same_spec_same_numbers_in_a_fresh_process(workspace, tmp_path, cache_ro
     assert (fresh["val_map"], fresh["test_map"], fresh["per_class_ap"]) == (
         here["val_map"], here["test_map"], here["per_class_ap"])
     assert fresh["determinism"].startswith("deterministic")
+
+
+def test_claim_of_a_dead_process_on_this_machine_is_taken_over_at_once(tmp_path):
+    import socket
+
+    url = f"sqlite:///{tmp_path / 'claims.sqlite'}"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = ClaimStore(url)
+    killed.worker = f"{socket.gethostname()}:{gone.pid}:abcdef"
+    assert killed.claim("k")
+    alive = ClaimStore(url)
+    alive.worker = f"{socket.gethostname()}:{os.getppid()}:abcdef"  # a live process: its claim holds
+    assert alive.claim("k") is True and not ClaimStore(url).claim("k")
