@@ -62,7 +62,7 @@ class EntropyMaximisationAPL(Method):
                                per_dataset={"voc": 0.02, "coco": 0.9, "nuswide": 0.2, "cub": 0.4}),
         "apl_warmup": Hyperparam(5, "first epoch T_w after which pseudo-labels are made (1-indexed)", low=1,
                                  high=1000, per_dataset={"voc": 5, "coco": 5, "nuswide": 4, "cub": 3,
-                                                         "digits-mosaic": 2}),
+                                                         "digits-mosaic": 2, "fashion-mosaic": 2}),
         "neg_proportion": Hyperparam(0.9, "share theta of each class's unknowns pseudo-labelled by the end", low=0,
                                      high=1),
     }

@@ -33,9 +33,10 @@ from bench.losses import neg_log
 
 EXPECTED_NUM_POS = Hyperparam(
     0.0, "expected positives per image k; 0 = the training set's mean, taken at setup",
-    per_dataset={"voc": 1.5, "coco": 2.9, "nuswide": 1.9, "cub": 31.4, "digits-mosaic": 2.26}, low=0)
-"""COLE's `expected_num_pos`. For digits-mosaic, 2.26 is the expected number of distinct classes among 1-4
-uniformly drawn digits: the mean over n = 1..4 of 10 (1 - 0.9^n)."""
+    per_dataset={"voc": 1.5, "coco": 2.9, "nuswide": 1.9, "cub": 31.4, "digits-mosaic": 2.26, "fashion-mosaic": 2.26},
+    low=0)
+"""COLE's `expected_num_pos`. For the mosaics, 2.26 is the expected number of distinct classes among 1-4 uniformly
+drawn items of 10 balanced classes: the mean over n = 1..4 of 10 (1 - 0.9^n)."""
 
 
 def expected_positive_regulariser(probs: torch.Tensor, expected: float) -> torch.Tensor:
