@@ -35,7 +35,8 @@ def save(figure: plt.Figure, path: Path) -> Path:
 
 
 def validation_curves(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """One panel per (dataset, setting): validation mAP per epoch, mean over seeds, one line per variant."""
+    """One panel per (dataset, setting): validation mAP per epoch, mean over seeds, one line per variant (one colour
+    per method, dashed with BoostLU)."""
     by_key = {r["run_key"]: r for r in records}
     if frame.empty:
         return []
@@ -43,14 +44,17 @@ def validation_curves(frame: pd.DataFrame, records: list[dict[str, Any]], out_di
     panels = list(done.groupby(["dataset", "protocol", "val_variant", "backbone", "epochs"]))
     if not panels:
         return []
-    figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5.5), squeeze=False)
+    families = sorted({variant.split("+")[0] for variant in done.variant})
+    colours = {family: plt.cm.tab20(i % 20) for i, family in enumerate(families)}
     for axis, (key, runs) in zip(axes[0], panels, strict=True):
         for variant, group in sorted(runs.groupby("variant")):
             curves = pd.DataFrame([[point["val_map"] for point in by_key[k]["curve"]] for k in group.run_key])
             epochs = np.arange(1, curves.shape[1] + 1)
             axis.plot(epochs, curves.mean(), marker="o", markersize=3, label=variant,
-                      linestyle="--" if "boostlu" in variant else "-")
-        axis.set(title=" / ".join(map(str, key[:3])), xlabel="epoch", ylabel="validation mAP (%)")
+                      color=colours[variant.split("+")[0]], linestyle="--" if "boostlu" in variant else "-")
+        axis.set(title=" / ".join(map(str, key[:3])), xlabel="epoch", ylabel="validation mAP (%)",
+                 xticks=epochs)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, ncol=2)
     return [save(figure, out_dir / "val_map_curves.png")]
@@ -107,14 +111,14 @@ def cam_figures(records: list[dict[str, Any]], dataset: str, checkpoints: Path, 
         axis.set(title=f"{dataset}: largest CAM cell of true positive classes ({num_images} test images)",
                  xlabel="attribution score (CAM logit)", ylabel="count")
         axis.legend()
-        written.append(save(figure, out_dir / "cam_attribution.png"))
+        written.append(save(figure, out_dir / f"cam_attribution_{dataset}.png"))
     plain, boosted = pick(records, dataset, "ll-r"), pick(records, dataset, "ll-r+boostlu")
     if plain and boosted:
-        written.append(cam_grid(plain, boosted, checkpoints, data_cache, out_dir))
+        written.append(cam_grid(plain, boosted, checkpoints, data_cache, out_dir / f"cam_examples_{dataset}.png"))
     return written
 
 
-def cam_grid(plain: dict[str, Any], boosted: dict[str, Any], checkpoints: Path, data_cache: Path, out_dir: Path,
+def cam_grid(plain: dict[str, Any], boosted: dict[str, Any], checkpoints: Path, data_cache: Path, path: Path,
              rows: int = 4) -> Path:
     """Test images with the CAM of one positive class each, for a model without and with BoostLU."""
     models = [(plain["variant"], load_model(plain, checkpoints, data_cache)),
@@ -139,4 +143,4 @@ def cam_grid(plain: dict[str, Any], boosted: dict[str, Any], checkpoints: Path, 
             figure.colorbar(shown, ax=axes[row, column], fraction=0.046)
     for axis in axes.flat:
         axis.axis("off")
-    return save(figure, out_dir / "cam_examples.png")
+    return save(figure, path)

@@ -29,9 +29,9 @@ from bench.versions import code_version
 SETTING_COLUMNS = ["protocol", "val_variant", "backbone", "epochs"]
 PUBLISHED_FILE = Path(__file__).with_name("published.toml")
 FORMATS = ("md", "csv", "latex")
-FIGURES = {"val_map_curves.png": "Validation mAP per epoch (mean over seeds)",
-           "cam_attribution.png": "CAM attribution on true positive classes: Full, AN, AN + BoostLU at inference",
-           "cam_examples.png": "CAMs of positive classes, without and with BoostLU"}
+DATASET_FIGURES = {"cam_attribution": "CAM attribution on true positive classes: Full, AN, AN + BoostLU at inference",
+                   "cam_examples": "CAMs of positive classes, LL-R without and with BoostLU"}
+"""Figures drawn per dataset from the best-epoch checkpoints by `pamlbench figures` (and `make bench`)."""
 
 ABLATION_CELLS = [  # (BoostLU in inference, BoostLU in training, LL-R in training) -> variant; METHODS_SPEC §3
     ((False, False, False), "an"),
@@ -256,8 +256,10 @@ def leaderboard_markdown(records: list[dict[str, Any]], figures_link: str = "res
                   markdown_table(*variant_details(frame)), ""]
     if stale:
         lines += [f"{stale} record(s) made by other code versions are not shown (re-run `make bench`).", ""]
-    lines += ["## Figures", ""]
-    lines += [f"- [{caption}]({figures_link}/{name})" for name, caption in FIGURES.items()]
+    lines += ["## Figures", "", f"- [Validation mAP per epoch (mean over seeds)]({figures_link}/val_map_curves.png)"]
+    datasets = sorted({d for _, frame in sections for d in frame.dataset.unique()})
+    lines += [f"- {dataset}: [{caption}]({figures_link}/{name}_{dataset}.png)"
+              for dataset in datasets for name, caption in DATASET_FIGURES.items()]
     return "\n".join(lines + [""])
 
 

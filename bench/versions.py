@@ -18,9 +18,8 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 
 NOT_RESULT_AFFECTING = frozenset({
-    "__init__.py", "cli.py", "datacard.py", "errors.py", "grid.py", "records.py", "registry.py", "report.py",
-    "runner.py", "tables.py",
-    "figures.py", "tracking.py", "tuning.py", "versions.py", "published.py", "prepare.py",
+    "__init__.py", "cli.py", "datacard.py", "errors.py", "figures.py", "grid.py", "records.py", "registry.py",
+    "report.py", "runner.py", "tables.py", "tracking.py", "tuning.py", "versions.py",
 })
 
 

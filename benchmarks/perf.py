@@ -1,6 +1,6 @@
 """`make perf`: throughput and wall-time figures of the harness, printed as a table (a benchmark, not a test).
 
-Every figure is the median of several repeats after a warm-up. Sections:
+Every figure is the median of several repeats after a warm-up (harness and bare loop interleaved). Sections:
 1. trainer vs bare loop (same model, same in-memory batches; forward + backward + Adam step and nothing else):
    small CNN on digits-mosaic, ResNet-50 at 224 px on CPU (a few batches);
 2. input pipeline: JPEG folder (decode + resize 448 by DataLoader workers) vs the decoded uint8 cache, then flip and
@@ -77,8 +77,15 @@ def harness_vs_bare(trainer, label: str, repeats: int) -> None:
         batches.append(trainer.normalise(images[index.to(images.device) if isinstance(images, torch.Tensor)
                                                 else index].to(trainer.device)))
         targets.append((trainer.state.observed[index.to(trainer.device)] == 1).float())
-    harness = median_time(lambda: trainer.train_epoch(1), repeats)
-    bare = median_time(bare_loop(trainer, batches, targets), repeats)
+    bare_epoch = bare_loop(trainer, batches, targets)
+    timings = {"harness": [], "bare": []}
+    for number in range(repeats + 1):  # interleaved, so that a machine's drift hits both alike; first is warm-up
+        for name, action in (("harness", lambda: trainer.train_epoch(1)), ("bare", bare_epoch)):
+            started = time.perf_counter()
+            action()
+            if number:
+                timings[name].append(time.perf_counter() - started)
+    harness, bare = statistics.median(timings["harness"]), statistics.median(timings["bare"])
     row(f"{label}: harness trainer, images/s", f"{len(images) / harness:.1f}")
     row(f"{label}: bare loop, images/s", f"{len(images) / bare:.1f}")
     row(f"{label}: harness / bare", f"{bare / harness:.3f}", "target >= 0.95")
@@ -185,7 +192,9 @@ def gpu_precision(workdir: Path, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the full benchmark and the tuning comparison")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-full-bench", action="store_true", help="skip the full benchmark (its wall time is "
+                                                                      "also what `make bench` takes)")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     from bench.spec import make_spec
     from bench.trainer import Trainer
@@ -201,7 +210,7 @@ def main() -> None:
     row("evaluation, small CNN, images/s", f"{len(digits.data.val_images) / evaluation:.0f}")
     harness_vs_bare(resnet_trainer(workdir, 224, "cpu", 16), "ResNet-50 224 px, CPU", args.repeats)
     input_pipeline(workdir, args.repeats)
-    whole_benchmark(workdir, args.quick)
+    whole_benchmark(workdir, args.quick or args.no_full_bench)
     if not args.quick:
         tuning(workdir)
     if torch.cuda.is_available():
