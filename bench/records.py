@@ -64,10 +64,3 @@ def read_records(results_dir: Path) -> list[dict[str, Any]]:
     if not results_dir.is_dir():
         return []
     return [read_record(path) for path in sorted(results_dir.glob("*.json"))]
-
-
-def finished_keys(results_dir: Path) -> set[str]:
-    """Run keys that have a record (done or failed) in `results_dir`."""
-    if not results_dir.is_dir():
-        return set()
-    return {path.stem for path in results_dir.glob("*.json")}
