@@ -22,8 +22,9 @@ def record_path(results_dir: Path, run_key: str) -> Path:
     return results_dir / f"{run_key}.json"
 
 
-def atomic_json(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` as JSON to `path` atomically (temporary file in the same folder, fsync, rename)."""
+def atomic_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (temporary file in the same folder, fsync, rename); UserError if the
+    folder cannot be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, partial = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
@@ -31,14 +32,18 @@ def atomic_json(path: Path, data: dict[str, Any]) -> None:
         raise UserError(f"cannot write to folder {path.parent}: {error.strerror}; choose a writable folder") from None
     try:
         with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=1, sort_keys=True)
-            stream.write("\n")
+            stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(partial, path)
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
+
+
+def atomic_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as indented, key-sorted JSON to `path` atomically."""
+    atomic_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def write_record(results_dir: Path, record: dict[str, Any]) -> Path:

@@ -23,6 +23,7 @@ from tabulate import tabulate
 
 from bench import registry
 from bench.errors import UserError
+from bench.records import atomic_text
 from bench.tables import Cell, average_ranks, cells, is_oracle, paired_boostlu, placements, variant_order
 from bench.versions import code_version
 
@@ -292,27 +293,20 @@ def per_class_ap(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(text)
-    partial.replace(path)
-
-
 def write_report(records: list[dict[str, Any]], out: Path, results_dir: Path, fmt: str = "md") -> list[Path]:
     """Write the report in `fmt` to `out`; with Markdown also the per-class AP CSVs and the records-only figure."""
     if fmt not in FORMATS:
         raise UserError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt != "md":
-        atomic_write(out, table_export(records, fmt))
+        atomic_text(out, table_export(records, fmt))
         return [out]
     figures_dir = results_dir / "figures"
     link = Path(os.path.relpath(figures_dir, out.resolve().parent if out.parent != Path() else Path.cwd()))
-    atomic_write(out, leaderboard_markdown(records, link.as_posix()))
+    atomic_text(out, leaderboard_markdown(records, link.as_posix()))
     written = [out]
     for name, table in per_class_ap(records).items():
         path = results_dir / "tables" / f"per_class_ap_{name}.csv"
-        atomic_write(path, table.to_csv(float_format="%.2f"))
+        atomic_text(path, table.to_csv(float_format="%.2f"))
         written.append(path)
     from bench.figures import validation_curves
 
