@@ -10,10 +10,19 @@ STAMP := $(VENV)/.pamlbench-installed
 # pip on this project's machines lists local wheel folders that lack most packages; hide that noise only.
 PIP_NOISE := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup bench tune perf report test system-packages lint ui clean-cache
+.PHONY: setup bench bench-quick prepare tune perf report test system-packages lint ui clean-cache
 
 N_TRIALS ?= 20
 UI_PORT ?= 5000
+# make bench DATASET=voc DATA=~/data/voc: one dataset of benchmark.toml, or a prepared real dataset
+DATASET ?=
+DATA ?=
+# make prepare DATASET=voc RAW=~/data/VOC2012-download OUT=~/data/voc [IMAGE_CACHE=1]
+RAW ?=
+OUT ?=
+IMAGE_CACHE ?=
+BENCH_ARGS := $(if $(DATASET),--dataset $(DATASET)) $(if $(DATA),--data $(DATA))
+QUICK_DIR := .pamlbench/quick
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +33,17 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)  ## create/update the virtual environment
 
 bench: $(STAMP) system-packages  ## run the default benchmark (benchmark.toml) and write leaderboard.md
-	$(BIN)/pamlbench bench
+	$(BIN)/pamlbench bench $(BENCH_ARGS)
+
+bench-quick: $(STAMP) system-packages  ## smoke test of the whole grid (3 epochs, 1 seed) in .pamlbench/quick; NOT the leaderboard
+	@mkdir -p $(QUICK_DIR)
+	$(BIN)/pamlbench bench $(BENCH_ARGS) --set epochs=3 --set apl_warmup=1 --seeds 0 --no-tracking \
+		--results $(QUICK_DIR)/results --out $(QUICK_DIR)/leaderboard-quick.md
+	@echo "bench-quick: a smoke test only (3 epochs, seed 0): $(QUICK_DIR)/leaderboard-quick.md is not the benchmark"
+
+prepare: $(STAMP)  ## prepare a real dataset: make prepare DATASET=voc RAW=... OUT=... [IMAGE_CACHE=1]
+	@test -n "$(DATASET)" -a -n "$(RAW)" -a -n "$(OUT)" || { echo "usage: make prepare DATASET=voc RAW=DIR OUT=DIR"; exit 2; }
+	$(BIN)/pamlbench data prepare $(DATASET) --raw $(RAW) --out $(OUT) $(if $(IMAGE_CACHE),--image-cache)
 
 tune: $(STAMP)  ## tune every variant of benchmark.toml with Optuna (N_TRIALS each); bench then uses the results
 	$(BIN)/pamlbench tune --n-trials $(N_TRIALS)

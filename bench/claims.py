@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from bench.errors import UserError
 
-HEARTBEAT_SECONDS = 20.0
+HEARTBEAT_SECONDS = 30.0
+"""Heartbeat of claims and tuning trials; a claim or trial silent for a few beats is taken over or retried."""
 
 
 def worker_name() -> str:
@@ -142,13 +143,16 @@ class ClaimStore:
 
 
 def create_tables(metadata: sa.MetaData, engine: sa.Engine, attempts: int = 5) -> None:
-    """CREATE TABLE IF NOT EXISTS, retried: two workers starting together race on PostgreSQL's catalog."""
+    """CREATE TABLE IF NOT EXISTS, retried: two workers starting together race on PostgreSQL's catalog, and on
+    SQLite one of them can see 'table ... already exists' or a locked database."""
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
             return
-        except (IntegrityError, sa.exc.ProgrammingError):
-            if attempt == attempts - 1:
+        except (IntegrityError, sa.exc.ProgrammingError, OperationalError) as error:
+            racing = not isinstance(error, OperationalError) or "already exists" in str(error) or "locked" in str(
+                error)
+            if attempt == attempts - 1 or not racing:
                 raise
             time.sleep(0.2 * (attempt + 1))
 

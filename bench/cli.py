@@ -1,31 +1,79 @@
-"""The `pamlbench` command line: list, data info, run, bench, report.
+"""The `pamlbench` command line: list, data info, data prepare, run, bench, tune, report, figures.
 
-Every user error (unknown name, bad value, unreadable file) prints one line `pamlbench: error: ...` on stderr and
-exits with status 2.
+Every command validates its whole input before it writes anything. A user error (unknown name, bad value, a path of
+the wrong kind, an unreadable file, a storage that cannot be reached) prints one line `pamlbench: error: ...` on
+stderr and exits with status 2. SIGINT and SIGTERM (what cluster schedulers send) stop a command the same way: the
+run in progress gives its claim back and its MLflow run is marked KILLED, finished records are kept, and the exit
+status is 130 or 143; a second signal during that cleanup is ignored.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from bench import registry
+from bench.claims import HEARTBEAT_SECONDS
 from bench.errors import UserError
+from bench.observation import COLE_SEED
+from bench.spec import SEED_LIMIT
+from bench.workspace import DEFAULT_CACHE, DEFAULT_RESULTS, Workspace
 
-DEFAULT_RESULTS = Path("results")
-DEFAULT_CACHE = Path(".pamlbench")
 DEFAULT_LEADERBOARD = Path("leaderboard.md")
 DEFAULT_GRID = Path("benchmark.toml")
 FORMAT_SUFFIX = {"md": "md", "csv": "csv", "latex": "tex"}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; `signum` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def stop_on_signal(signum: int, frame: Any) -> None:
+    """Turn the first SIGINT/SIGTERM into `Interrupted` and ignore any later one, so that cleanup runs once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit status 2)."""
 
     def error(self, message: str) -> None:
-        raise UserError(f"{self.prog}: {message} (see --help)")
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def integer(name: str, low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high), with a message naming the option."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, not {text!r}") from None
+        if value < low or (high is not None and value >= high):
+            bound = f"in [{low}, {high})" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{name} {value} must be {bound}")
+        return value
+    return parse
+
+
+SEED = integer("a seed", 0, SEED_LIMIT)
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the heartbeat must be a number of seconds, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"the heartbeat must be more than 0 seconds, not {text}")
+    return value
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
@@ -33,89 +81,34 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     values = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not name:
+        if not sep or not name.strip():
             raise UserError(f"--set expects NAME=VALUE, got {item!r}")
         values[name.strip()] = value.strip()
     return values
 
 
-def workspace_from(args: argparse.Namespace):
-    from bench.runner import Workspace
-
-    return Workspace(results=Path(args.results), cache=Path(args.cache))
-
-
-def cmd_list(args: argparse.Namespace) -> None:
-    if args.kind == "methods":
-        for name, cls in registry.methods().items():
-            if name not in registry.list_names("methods", args.pattern):
-                continue
-            print(f"{name:10s} {cls.summary}")
-            for hp_name, hp in cls.hparams.items():
-                per_dataset = ", ".join(f"{d}: {v}" for d, v in hp.per_dataset.items())
-                default = f"{hp.default}" + (f" ({per_dataset})" if per_dataset else "")
-                search = f", tuned in {list(hp.search)}{' log' if hp.log else ''}" if hp.search else ""
-                valid = "true/false" if isinstance(hp.default, bool) else hp.describe_range()
-                print(f"{'':10s}   {hp_name} = {default}  valid {valid}{search}. {hp.help}")
-    else:
-        for name, cls in registry.datasets().items():
-            if name in registry.list_names("datasets", args.pattern):
-                print(f"{name:16s} {cls.summary}")
+def folder_argument(path: str | None, option: str) -> str | None:
+    """`path` if it is an existing folder (or None); UserError otherwise."""
+    if path is not None and not Path(path).is_dir():
+        kind = "a file" if Path(path).exists() else "missing"
+        raise UserError(f"{option} {path} is {kind}, not a folder")
+    return path
 
 
-def cmd_data_info(args: argparse.Namespace) -> None:
-    from bench.datacard import dataset_card
-
-    print(dataset_card(args.name, args.data, workspace_from(args).data_cache))
-
-
-def cmd_data_prepare(args: argparse.Namespace) -> None:
-    from bench.datacard import size_check
-    from bench.prepared import PreparedDataset, prepare
-
-    plugin = registry.load_dataset(args.name)
-    if not isinstance(plugin, PreparedDataset):
-        raise UserError(f"dataset {args.name!r} is built in and needs no preparation")
-    manifest = prepare(plugin, Path(args.raw), Path(args.out), cache_size=args.size if args.cache else None,
-                       label_seeds=tuple(args.label_seeds), verify=not args.no_verify)
-    sizes = manifest["splits"]
-    print(f"prepared {args.name} in {args.out}: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test "
-          f"images, {len(manifest['class_names'])} classes" + (f", decoded cache {args.size}px" if args.cache else ""))
-    print(size_check(plugin, sizes))
+def output_file(path: str) -> Path:
+    """`path` as an output file: its folder must exist and it must not be a folder."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist; create it first")
+    return out
 
 
-def cmd_run(args: argparse.Namespace) -> None:
-    from bench.runner import run_spec
-    from bench.spec import make_spec
-    from bench.trainer import resolve_device
-
-    overrides = parse_assignments(args.set)
-    spec = make_spec(args.dataset, args.method, args.seed, overrides=overrides, protocol=args.protocol,
-                     label_seed=args.label_seed, val_variant=args.val_variant, device=resolve_device(args.device),
-                     data_dir=args.data, weights=args.weights)
-    source = {"kind": "manual", "values": overrides} if overrides else {"kind": "defaults"}
-    workspace = workspace_from(args)
-    workspace.ensure_writable()
-    outcome = run_spec(spec, workspace, hparam_source=source, claims=claim_store(args, workspace))
-    record = outcome.record
-    title = f"{spec.variant} on {spec.dataset} seed {spec.seed}"
-    if outcome.state == "elsewhere":
-        print(f"{title}: being trained by another worker")
-    elif record["status"] != "done":
-        print(f"{title} (run {record['run_key']}): FAILED, recorded as failed: {record['error']}")
-        raise SystemExit(1)
-    else:
-        print(f"{title} ({outcome.state}, run {record['run_key']}): val mAP {record['val_map']:.2f}, "
-              f"test mAP {record['test_map']:.2f}, best epoch {record['best_epoch']}")
-
-
-def tracker_from(args: argparse.Namespace, workspace):
-    """The MLflow tracker, or None with --no-tracking."""
-    if args.no_tracking:
-        return None
-    from bench.tracking import Tracker
-
-    return Tracker(workspace.cache)
+def workspace_from(args: argparse.Namespace) -> Workspace:
+    workspace = Workspace(results=Path(args.results), cache=Path(args.cache), storage=args.storage)
+    workspace.check_paths()
+    return workspace
 
 
 def grid_file(config: str) -> Path:
@@ -126,86 +119,189 @@ def grid_file(config: str) -> Path:
     return path
 
 
-def cmd_tune(args: argparse.Namespace) -> None:
+# --- commands -------------------------------------------------------------------------------------------------------
+
+def cmd_list(args: argparse.Namespace) -> None:
+    if args.kind == "datasets":
+        for name in registry.list_names("datasets", args.pattern):
+            print(f"{name:16s} {registry.dataset_class(name).summary}")
+        return
+    from bench.spec import trainer_defaults
+    from bench.tuning import search_ranges
+
+    dataset = args.dataset
+    if dataset is not None:
+        registry.dataset_class(dataset)
+        defaults = trainer_defaults(dataset)
+        print(f"on {dataset}: trainer defaults {', '.join(f'{k}={v}' for k, v in defaults.items())}; learning rate "
+              f"tuned in {describe_range(search_ranges(dataset, 'an')['lr'])}")
+    for name in registry.list_names("methods", args.pattern):
+        cls = registry.method_class(name)
+        print(f"{name:10s} {cls.summary}")
+        ranges = search_ranges(dataset, name) if dataset is not None else {}
+        for hp_name, hp in cls.hparams.items():
+            if dataset is not None:
+                default = f"{hp.default_for(dataset)}"
+                search = f", tuned in {describe_range(ranges[hp_name])}" if hp_name in ranges else ""
+            else:
+                per_dataset = ", ".join(f"{d}: {v}" for d, v in hp.per_dataset.items())
+                default = f"{hp.default}" + (f" ({per_dataset})" if per_dataset else "")
+                search = f", tuned in {list(hp.search)}{' log' if hp.log else ''}" if hp.search else ""
+            valid = "true/false" if isinstance(hp.default, bool) else (
+                "|".join(hp.choices) if hp.choices else hp.describe_range())
+            print(f"{'':10s}   {hp_name} = {default}  valid {valid}{search}. {hp.help}")
+
+
+def describe_range(bounds: tuple[float, float]) -> str:
+    return f"[{bounds[0]:.3g}, {bounds[1]:.3g}]"
+
+
+def cmd_data_info(args: argparse.Namespace) -> None:
+    from bench.datacard import dataset_card
+
+    folder_argument(args.data, "--data")
+    print(dataset_card(args.name, args.data, workspace_from(args).data_cache, args.label_seed))
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from bench.datacard import size_check
+    from bench.prepared import PreparedDataset, prepare
+
+    plugin = registry.load_dataset(args.name)
+    if not isinstance(plugin, PreparedDataset):
+        raise UserError(f"dataset {args.name!r} is built in and needs no preparation")
+    folder_argument(args.raw, "--raw")
+    manifest = prepare(plugin, Path(args.raw), Path(args.out), cache_size=args.size if args.image_cache else None,
+                       verify=not args.no_verify)
+    sizes = manifest["splits"]
+    print(f"prepared {args.name} in {args.out}: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test "
+          f"images, {len(manifest['class_names'])} classes"
+          + (f", decoded cache {args.size}px" if args.image_cache else ""))
+    print(size_check(plugin, sizes))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
     from bench.grid import load_grid
-    from bench.trainer import resolve_device
-    from bench.tuning import tune
+    from bench.rundata import resolve_device
+    from bench.runner import run_spec
+    from bench.spec import make_spec
 
-    grid = load_grid(grid_file(args.config))
+    overrides = parse_assignments(args.set)
+    dataset = args.dataset or load_grid(registry.PROJECT_ROOT / DEFAULT_GRID).datasets[0]
+    spec = make_spec(dataset, args.method, args.seed, overrides=overrides, protocol=args.protocol,
+                     label_seed=args.label_seed, device=resolve_device(args.device),
+                     data_dir=folder_argument(args.data, "--data"), weights=args.weights)
+    if args.weights not in (None, "imagenet", "none") and not Path(args.weights).is_file():
+        raise UserError(f"weights file {args.weights} does not exist")
+    source = {"kind": "manual", "values": overrides} if overrides else {"kind": "defaults"}
     workspace = workspace_from(args)
+    claims, tracker = open_stores(args, workspace)
     workspace.ensure_writable()
-    storage = args.storage or f"sqlite:///{(workspace.cache / 'optuna.db').resolve()}"
-    workspace.cache.mkdir(parents=True, exist_ok=True)
-    tracker = tracker_from(args, workspace)
-    overrides = {**grid.overrides, **parse_assignments(args.set)}
-    for dataset in args.dataset or grid.datasets:
-        for variant in args.variants or grid.variants:
-            summary = tune(dataset, variant, n_trials=args.n_trials, storage_url=storage, results=workspace.results,
-                           data_cache=workspace.data_cache, seed=args.seed, pruner=args.pruner, overrides=overrides,
-                           device=resolve_device(args.device or grid.device), protocol=grid.protocol,
-                           val_variant=grid.val_variant, data_dir=args.data or grid.data_dirs.get(dataset),
-                           tracker=tracker, heartbeat=args.heartbeat)
-            print(f"tune {summary['study']}: best val mAP {summary['best_value']:.2f} "
-                  f"({summary['n_trials']} trials, {summary['pruned']} pruned, {summary['epochs_trained']} epochs) "
-                  f"with {summary['best_params']}", flush=True)
+    outcome = run_spec(spec, workspace, hparam_source=source, claims=claims, tracker=tracker)
+    record = outcome.record
+    title = f"{spec.variant} on {spec.dataset} seed {spec.seed}"
+    if outcome.state == "elsewhere":
+        print(f"{title}: being trained by another worker")
+    elif record["status"] != "done":
+        print(f"{title} (run {record['run_key']}): FAILED, recorded as failed: {record['error']}")
+        raise SystemExit(1)
+    else:
+        picks = ", ".join(f"{name} {choice['test_map']:.2f} (epoch {choice['epoch']})"
+                          for name, choice in record["selections"].items())
+        print(f"{title} ({outcome.state}, run {record['run_key']}): test mAP by selection: {picks}")
 
 
-def claim_store(args: argparse.Namespace, workspace):
+def tracker_from(args: argparse.Namespace, workspace: Workspace):
+    """The MLflow tracker, or None with --no-tracking."""
+    if args.no_tracking:
+        return None
+    from bench.tracking import Tracker
+
+    return Tracker(workspace.cache, workspace.tracking_uri())
+
+
+def open_stores(args: argparse.Namespace, workspace: Workspace):
+    """(claims, tracker): the stores a run writes to, opened remote ones first, so that a storage or tracking
+    server that cannot be reached is an error before any local file is created."""
     from bench.claims import ClaimStore
 
-    return ClaimStore(args.storage or workspace.default_claims_url())
+    claims = ClaimStore(workspace.claims_url()) if workspace.storage else None
+    tracker = tracker_from(args, workspace)
+    return claims or ClaimStore(workspace.claims_url()), tracker
+
+
+def grid_from(args: argparse.Namespace):
+    """The grid of benchmark.toml (or --config) narrowed by the command-line options, validated."""
+    from bench.grid import load_grid
+
+    return load_grid(grid_file(args.config)).narrow(
+        datasets=args.dataset, variants=args.variants, seeds=args.seeds, overrides=parse_assignments(args.set),
+        data=folder_argument(args.data, "--data"), device=args.device, label_seed=args.label_seed)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from bench.grid import load_grid, run_grid
+    from bench.grid import run_grid
     from bench.runner import remove_failed
 
-    grid = load_grid(grid_file(args.config))
-    if args.dataset:
-        grid.datasets = args.dataset
-    if args.variants:
-        grid.variants = args.variants
-    if args.seeds:
-        grid.seeds = args.seeds
-    if args.device:
-        grid.device = args.device
-    if args.data:
-        grid.data_dirs.update({dataset: args.data for dataset in grid.datasets})
-    grid.overrides.update(parse_assignments(args.set))
+    grid = grid_from(args)
     workspace = workspace_from(args)
+    out = output_file(args.out)
+    cells = grid.cells(workspace.tuned)
+    claims, tracker = open_stores(args, workspace)
     workspace.ensure_writable()
-    claims = claim_store(args, workspace)
-    specs = grid.specs()
     if args.retry_failed:
-        print(f"bench: {remove_failed(specs, workspace, claims)} failed run(s) will be trained again")
-    counts = run_grid(grid.cells(workspace.results), workspace, claims=claims, tracker=tracker_from(args, workspace))
+        print(f"bench: {remove_failed([spec for spec, _ in cells], workspace, claims)} failed run(s) will be "
+              "trained again")
+    counts = run_grid(cells, workspace, claims=claims, tracker=tracker)
     print(f"bench: {counts['trained']} run(s) trained, {counts['failed']} failed, {counts['recorded']} already "
           f"recorded, {counts['elsewhere']} left to other workers", flush=True)
     if not args.no_report:
-        report(workspace.results, Path(args.out), "md")
-        if counts["trained"]:
-            figures(workspace, grid.datasets)
+        report(workspace, out, "md", force=False)
+        figures(workspace, grid.datasets, redraw=bool(counts["trained"]))
 
 
-def report(results: Path, out: Path, fmt: str) -> None:
+def cmd_tune(args: argparse.Namespace) -> None:
+    from bench.tuning import check_storage, make_pruner, tune
+
+    grid = grid_from(args)
+    workspace = workspace_from(args)
+    make_pruner(args.pruner, 1)
+    base_specs = [grid.base_spec(dataset, variant, args.seed) for dataset in grid.datasets
+                  for variant in grid.variants]
+    if workspace.storage:
+        check_storage(workspace.optuna_url())
+    tracker = tracker_from(args, workspace)
+    workspace.ensure_writable()
+    for spec in base_specs:
+        summary = tune(grid, spec, workspace, n_trials=args.n_trials, seed=args.seed, pruner=args.pruner,
+                       val_variant=args.val_variant, tracker=tracker, heartbeat=args.heartbeat)
+        print(f"tune {summary['study']}: best val mAP {summary['best_value']:.2f} "
+              f"({summary['n_trials']} trials, {summary['pruned']} pruned, {summary['epochs_trained']} epochs) "
+              f"with {summary['best_params']}", flush=True)
+
+
+def report(workspace: Workspace, out: Path, fmt: str, force: bool) -> None:
     from bench.records import read_records
     from bench.report import write_report
 
-    records = read_records(results)
-    written = write_report(records, out, results, fmt)
+    if not workspace.results.is_dir():
+        raise UserError(f"results folder {workspace.results} does not exist; run `pamlbench bench` first or give "
+                        "--results")
+    records = read_records(workspace.results)
+    written = write_report(records, out, workspace, fmt, force=force)
     print(f"report: {out} written from {len(records)} record(s)" + (f", and {len(written) - 1} table/figure file(s)"
                                                                     if len(written) > 1 else ""))
 
 
-def figures(workspace, datasets: list[str]) -> None:
-    from bench.figures import cam_figures
+def figures(workspace: Workspace, datasets: list[str], redraw: bool) -> None:
+    """Draw the checkpoint figures of `datasets`: all of them when `redraw`, else only those missing."""
+    from bench.figures import checkpoint_figures
     from bench.records import read_records
 
     records = read_records(workspace.results)
     for dataset in datasets:
         try:
-            written = cam_figures(records, dataset, workspace.checkpoints, workspace.data_cache,
-                                  workspace.results / "figures")
+            written = checkpoint_figures(records, dataset, workspace, only_missing=not redraw)
         except UserError as error:
             print(f"figures: skipped for {dataset}: {error}")
             continue
@@ -214,37 +310,58 @@ def figures(workspace, datasets: list[str]) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    report(Path(args.results), Path(args.out) if args.out else Path(f"leaderboard.{FORMAT_SUFFIX[args.format]}"),
-           args.format)
+    out = output_file(args.out or f"leaderboard.{FORMAT_SUFFIX[args.format]}")
+    report(workspace_from(args), out, args.format, force=args.force)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    figures(workspace_from(args), args.dataset or ["digits-mosaic"])
+    from bench.records import read_records
+
+    workspace = workspace_from(args)
+    for name in args.dataset or []:
+        registry.dataset_class(name)
+    recorded = sorted({r["spec"]["dataset"] for r in read_records(workspace.results)})
+    figures(workspace, args.dataset or recorded, redraw=True)
 
 
-def set_threads(threads: int) -> None:
-    import torch
+# --- the parser -----------------------------------------------------------------------------------------------------
 
-    if threads < 1:
-        raise UserError(f"--threads {threads} must be at least 1")
-    torch.set_num_threads(threads)
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="run records folder (default: results)")
+    parser.add_argument("--cache", default=str(DEFAULT_CACHE),
+                        help="folder for built datasets, checkpoints, Optuna and MLflow (default: .pamlbench)")
+    parser.add_argument("--threads", type=integer("--threads", 1),
+                        help="CPU threads for torch (default: every core this process may use). The thread count "
+                             "is part of a CPU run's numerics, so it is in the run key")
+    parser.add_argument("--storage", help="SQLAlchemy URL shared by workers (claims and Optuna studies), e.g. "
+                                          "postgresql://user@host/db (default: SQLite files in --results and --cache)")
+
+
+def add_grid_options(parser: argparse.ArgumentParser) -> None:
+    """The options `bench` and `tune` share: which grid, narrowed how."""
+    parser.add_argument("--config", default=str(DEFAULT_GRID), help="benchmark TOML file (default: benchmark.toml)")
+    parser.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
+    parser.add_argument("--variants", nargs="+", help="only these variants")
+    parser.add_argument("--seeds", nargs="+", type=SEED, help="only these seeds")
+    parser.add_argument("--label-seed", type=SEED, help="seed of the observed-label draw (default: the grid's, "
+                                                        f"else {COLE_SEED})")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the grid's (auto)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="hyperparameter override for every cell that uses it, repeatable")
+    parser.add_argument("--data", help="prepared dataset folder of the selected datasets")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log runs to MLflow")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = OneLineParser(add_help=False)
-    common.add_argument("--results", default=str(DEFAULT_RESULTS), help="run records folder (default: results)")
-    common.add_argument("--cache", default=str(DEFAULT_CACHE),
-                        help="folder for built datasets and checkpoints (default: .pamlbench)")
-    common.add_argument("--threads", type=int, help="CPU threads for torch (default: every core this process may "
-                                                     "use; give each of several workers on one machine its share)")
-    common.add_argument("--storage", help="SQLAlchemy URL shared by workers (claims; Optuna studies), e.g. "
-                                          "postgresql://user@host/db (default: a SQLite file in the results folder)")
+    add_storage_options(common)
     parser = OneLineParser(prog="pamlbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     listing = commands.add_parser("list", help="list registered methods or datasets", parents=[common])
     listing.add_argument("kind", choices=["methods", "datasets"])
     listing.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'll-*'")
+    listing.add_argument("--dataset", help="show the defaults and tuning ranges on this dataset")
     listing.set_defaults(handler=cmd_list)
 
     data = commands.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True,
@@ -252,90 +369,93 @@ def build_parser() -> argparse.ArgumentParser:
     info = data.add_parser("info", help="print a dataset's card", parents=[common])
     info.add_argument("name")
     info.add_argument("--data", help="prepared dataset folder (for datasets that need one)")
+    info.add_argument("--label-seed", type=SEED, default=COLE_SEED, help=f"label draw to describe ({COLE_SEED})")
     info.set_defaults(handler=cmd_data_info)
     prep = data.add_parser("prepare", help="prepare a real dataset from its official files")
-    prep.add_argument("name", help="voc, coco, nuswide, cub or openimages")
+    prep.add_argument("name", help="a dataset that needs preparation (`pamlbench list datasets`)")
     prep.add_argument("--raw", required=True, help="folder with the unpacked official download")
     prep.add_argument("--out", required=True, help="new folder for the prepared dataset (must not exist)")
-    prep.add_argument("--cache", action="store_true", help="also write a decoded uint8 image cache (fast training)")
-    prep.add_argument("--size", type=int, default=448, help="image side of the cache (default 448)")
-    prep.add_argument("--label-seeds", type=int, nargs="+", default=[1200],
-                      help="seeds of the single-positive draws to store (default 1200)")
+    prep.add_argument("--image-cache", action="store_true",
+                      help="also write a decoded uint8 image cache (fast training; 3 x size^2 bytes per image)")
+    prep.add_argument("--size", type=integer("--size", 1, 4097), default=448,
+                      help="image side of the cache (default 448)")
     prep.add_argument("--no-verify", action="store_true", help="skip decoding every image once (faster)")
     prep.set_defaults(handler=cmd_data_prepare)
 
-    def add_run_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                         help="hyperparameter override (trainer: lr, batch_size, epochs, head_lr_mult, boost_alpha, "
-                              "backbone; or the method's own), repeatable")
-        sub.add_argument("--data", help="prepared dataset folder (for datasets that need one)")
-
     run = commands.add_parser("run", help="train one run (skipped if already recorded)", parents=[common])
-    run.add_argument("--dataset", default="digits-mosaic")
-    run.add_argument("--method", required=True, help="variant, e.g. an, ll-r+boostlu, an+boostlu-infer")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--protocol", default="single-positive", help="single-positive or partial-<fraction>")
-    run.add_argument("--label-seed", type=int, default=1200, help="seed of the observed-label draw (default 1200)")
-    run.add_argument("--val-variant", default="clean", help="clean (full val labels) or observed (single positive)")
-    run.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    run.add_argument("--dataset", help="default: the first dataset of the project's benchmark.toml")
+    run.add_argument("--method", required=True,
+                     help="variant: a method name, optionally +boostlu, +boostlu-train or +boostlu-infer")
+    run.add_argument("--seed", type=SEED, default=0)
+    run.add_argument("--protocol", default="single-positive", help="single-positive, partial-<fraction>, annotated")
+    run.add_argument("--label-seed", type=SEED, default=COLE_SEED,
+                     help=f"seed of the observed-label draw (default {COLE_SEED})")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     run.add_argument("--weights", help="backbone weights: 'imagenet' (torch cache) or a local file")
-    add_run_options(run)
+    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="hyperparameter override (the trainer's or the method's own), repeatable")
+    run.add_argument("--data", help="prepared dataset folder (for datasets that need one)")
+    run.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
     run.set_defaults(handler=cmd_run)
 
     bench = commands.add_parser("bench", help="run the benchmark grid, then write the leaderboard",
                                 parents=[common])
-    bench.add_argument("--config", default=str(DEFAULT_GRID), help="benchmark TOML file (default: benchmark.toml)")
-    bench.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
-    bench.add_argument("--variants", nargs="+", help="only these variants")
-    bench.add_argument("--seeds", nargs="+", type=int, help="only these seeds")
-    bench.add_argument("--device", help="auto, cpu or cuda")
+    add_grid_options(bench)
     bench.add_argument("--out", default=str(DEFAULT_LEADERBOARD), help="leaderboard file (default: leaderboard.md)")
     bench.add_argument("--no-report", action="store_true", help="do not write the leaderboard")
     bench.add_argument("--retry-failed", action="store_true", help="train runs recorded as failed again")
-    bench.add_argument("--no-tracking", action="store_true", help="do not log runs to MLflow")
-    add_run_options(bench)
     bench.set_defaults(handler=cmd_bench)
 
     tune_cmd = commands.add_parser("tune", help="tune hyperparameters with Optuna (one study per variant)",
                                    parents=[common])
-    tune_cmd.add_argument("--config", default=str(DEFAULT_GRID), help="grid whose datasets/variants are tuned")
-    tune_cmd.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
-    tune_cmd.add_argument("--variants", nargs="+", help="only these variants")
-    tune_cmd.add_argument("--n-trials", type=int, default=20, help="finished trials per study (default 20)")
-    tune_cmd.add_argument("--pruner", default="median", help="median (default), hyperband or none")
-    tune_cmd.add_argument("--seed", type=int, default=0, help="training seed of every trial and the TPE seed")
-    tune_cmd.add_argument("--device", help="auto, cpu or cuda")
-    tune_cmd.add_argument("--no-tracking", action="store_true", help="do not log trials to MLflow")
-    tune_cmd.add_argument("--heartbeat", type=int, default=30,
+    add_grid_options(tune_cmd)
+    tune_cmd.add_argument("--n-trials", type=integer("--n-trials", 1), default=20,
+                          help="finished trials per study (default 20)")
+    tune_cmd.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
+    tune_cmd.add_argument("--seed", type=SEED, default=100,
+                          help="training seed of every trial and the TPE seed (default 100, outside the benchmark's)")
+    tune_cmd.add_argument("--val-variant", choices=["clean", "observed"], default="clean",
+                          help="validation labels the trials are scored on (default clean)")
+    tune_cmd.add_argument("--heartbeat", type=positive_seconds, default=HEARTBEAT_SECONDS,
                           help="trial heartbeat in seconds; a trial silent for 3 beats is failed and retried")
-    add_run_options(tune_cmd)
     tune_cmd.set_defaults(handler=cmd_tune)
 
     report_cmd = commands.add_parser("report", help="write the leaderboard from the run records", parents=[common])
     report_cmd.add_argument("--format", choices=list(FORMAT_SUFFIX), default="md",
                             help="md: leaderboard with details, per-class AP CSVs and curves; csv/latex: tables only")
     report_cmd.add_argument("--out", help="output file (default: leaderboard.md / .csv / .tex)")
+    report_cmd.add_argument("--force", action="store_true",
+                            help="replace an existing leaderboard even with one built from no records")
     report_cmd.set_defaults(handler=cmd_report)
 
     figures_cmd = commands.add_parser("figures", help="draw the CAM figures from the best-epoch checkpoints",
                                       parents=[common])
-    figures_cmd.add_argument("--dataset", action="append", default=None, help="datasets (default: digits-mosaic)")
+    figures_cmd.add_argument("--dataset", action="append", default=None,
+                             help="datasets (default: every dataset with records)")
     figures_cmd.set_defaults(handler=cmd_figures)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = {signum: signal.signal(signum, stop_on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         args = build_parser().parse_args(argv)
-        if getattr(args, "threads", None):
-            set_threads(args.threads)
+        if getattr(args, "threads", None) is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
         args.handler(args)
     except UserError as error:
         print(f"pamlbench: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pamlbench: interrupted; finished runs are kept, run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        name = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        print(f"pamlbench: {name}; finished runs are kept, run the same command again to resume", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from bench import observation, registry
-from bench.trainer import load_splits, observed_labels
+from bench.rundata import load_splits, observed_labels
+from bench.spec import trainer_defaults
 
 
 def size_check(plugin, sizes: dict[str, int]) -> str:
-    """One line comparing the split sizes with Cole et al.'s table (METHODS_SPEC §1.3)."""
+    """One line comparing the split sizes with Cole et al.'s table."""
     expected = getattr(plugin, "expected_sizes", None)
     if not expected:
         return "  split sizes: no reference sizes for this dataset"
@@ -26,7 +27,7 @@ def dataset_card(name: str, data_dir: str | None, cache_dir: Path, label_seed: i
     """Sizes, classes, positives per image, images without labels, checksums."""
     plugin = registry.load_dataset(name)
     splits = load_splits(name, data_dir, str(cache_dir))
-    protocol = "annotated" if ("annotated", label_seed) in splits.observed else "single-positive"
+    protocol = "annotated" if splits.annotated is not None else "single-positive"
     observed = observed_labels(splits, protocol, label_seed)
     lines = [f"{name}: {plugin.summary}",
              f"  classes ({splits.num_classes}): {', '.join(splits.class_names)}",
@@ -41,7 +42,7 @@ def dataset_card(name: str, data_dir: str | None, cache_dir: Path, label_seed: i
               f"positives, "
               f"checksum {observation.checksum(observed)}",
               f"  data fingerprint: {plugin.fingerprint(Path(data_dir) if data_dir else None, cache_dir)}",
-              f"  training defaults: {', '.join(f'{k}={v}' for k, v in plugin.defaults.items())}",
+              f"  training defaults: {', '.join(f'{k}={v}' for k, v in trainer_defaults(name).items())}",
               f"  horizontal flip in training: {'yes' if plugin.train_flip else 'no'}"]
     per_class = np.asarray(splits.train.labels).sum(0).astype(int)
     counts = ", ".join(f"{c}={n}" for c, n in zip(splits.class_names, per_class, strict=True))

@@ -2,13 +2,14 @@
 
 A dataset is a subclass of `Dataset` in a file under `datasets/`. `load` returns `Splits`: images and *full* labels
 for train, val and test. The observation protocol (which training labels are seen) is applied by `bench`, not by the
-plugin, so every dataset gets the same, seeded label draws; a plugin whose prepared files already hold the observed
-matrices of the reference preprocessing returns them in `Splits.observed`.
+plugin, so every dataset gets the same, seeded label draws (`bench.rundata.observed_labels`). A plugin says in which
+row order the reference preprocessing draws (`Splits.draw_order`), so that the draw is the reference's bit for bit,
+and a dataset with real partial annotations returns them in `Splits.annotated`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,8 +35,10 @@ class Split:
 class Splits:
     """The three splits of a dataset, plus what the trainer needs to read its images.
 
-    observed: optional precomputed observed matrices {(protocol, label_seed): N_train+N_val x C}, rows in the order
-              train then val; when absent, bench draws them (see `bench.observation`).
+    draw_order: optional position of every train and val row (train first) in the row order the reference draws
+                observed labels in (for the real datasets: the official train split's order); None = as stored.
+    annotated:  optional N_train+N_val x C matrix of the dataset's own partial annotations (1 / 0 / -1, train rows
+                first), used by the protocol 'annotated'.
     """
 
     train: Split
@@ -44,7 +47,8 @@ class Splits:
     class_names: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    observed: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    draw_order: np.ndarray | None = None
+    annotated: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -57,10 +61,22 @@ class Dataset:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     train_flip: ClassVar[bool] = True
-    """Random horizontal flip in training (METHODS_SPEC §1.4); off where flipping changes what an image shows."""
+    """Random horizontal flip in training, as the papers do; off where flipping changes what an image shows."""
     defaults: ClassVar[dict[str, float | int | str]] = {}
-    """Training defaults on this dataset: lr, batch_size, epochs, backbone, head_lr_mult, weights."""
+    """Defaults of the trainer's hyperparameters on this dataset (`bench.spec.TRAINING_HPARAMS`: lr, lr_schedule,
+    batch_size, epochs, head_lr_mult, backbone, ...); the trainer's own defaults fill in the rest."""
+    default_weights: ClassVar[str | None] = None
+    """Backbone weights of the default backbone ('imagenet' for the real datasets), None for random init."""
     needs_data_dir: ClassVar[bool] = False
+    """True when the data lives in a folder the user gives (`--data`), e.g. a prepared real dataset."""
+    takes_data_dir: ClassVar[bool] = False
+    """True when `--data` is optional (a folder of source files other than the default one)."""
+
+    @classmethod
+    def available(cls, data_dir: Path | None = None) -> bool:
+        """True when the dataset can be loaded here (its files are present); a grid's optional datasets join it only
+        then."""
+        return True
 
     def load(self, data_dir: Path | None, cache_dir: Path, image_size: int | None = None) -> Splits:
         """Return the splits. `cache_dir` is a folder the plugin may use to keep what it built; `image_size` (side

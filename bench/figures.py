@@ -1,15 +1,21 @@
 """Figures linked from the leaderboard (matplotlib PNGs under results/figures/).
 
-- `validation_curves`: validation mAP per epoch for each variant, mean over seeds (from the records alone).
-- `cam_figures`: the explanation analysis of Kim et al. (CVPR 2023): for test images, the distribution of the
-  class-activation-map attribution on true positive classes — the largest CAM cell of the class — for a full-label
-  model, an AN model, and the same AN model with BoostLU at inference; and a grid of test images with the CAMs of
-  their positive classes without and with BoostLU. These need the best-epoch checkpoints that training writes to
-  the cache folder (`.pamlbench/checkpoints`), so `make bench` draws them after the runs.
+From the records alone (`record_figures`, drawn by every report):
+- validation curves: validation mAP (clean labels) per epoch, mean over seeds with its 95 % confidence band, one
+  small panel per method of the papers' figures (`bench/papers.toml`), without (solid) and with BoostLU (dashed);
+- memorisation: per epoch, the share of the training set's false negatives (truly positive, not observed) that the
+  model scores below 0.5 during the training pass (`bench.trainer.Trainer.train_epoch`), as in Kim et al.'s Large
+  Loss Matters (CVPR 2022), Figure 1: assume negative vs its large-loss fix vs the full-label oracle.
+From the best-epoch checkpoints (`checkpoint_figures`, drawn by `make bench` and `pamlbench figures`):
+- the explanation analysis of Kim et al. (CVPR 2023, BoostLU): for test images, the distribution of the
+  class-activation-map attribution on true positive classes (the largest CAM cell of the class) for a full-label
+  model, an AN model, and the same AN model with BoostLU at inference;
+- a grid of test images with the CAMs of one positive class each, without and with BoostLU.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -20,122 +26,211 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from bench.errors import UserError  # noqa: E402
-from bench.model import boostlu  # noqa: E402
+from bench import checkpoints, stats  # noqa: E402
+from bench.model import boostlu, build_model  # noqa: E402
+from bench.records import atomic_write  # noqa: E402
+from bench.rundata import load_splits, normalise  # noqa: E402
+from bench.spec import TRAINING_HPARAMS, RunSpec  # noqa: E402
+from bench.workspace import Workspace  # noqa: E402
+
+SETTING = ["protocol", "label_seed", "backbone", "epochs", "numerics"]
+
+
+def picks() -> dict[str, Any]:
+    from bench.report import papers
+
+    return papers()["figures"]
 
 
 def save(figure: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(partial, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    """Render `figure` as PNG and write it to `path` atomically."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(figure)
-    partial.replace(path)
+    atomic_write(path, buffer.getvalue())
     return path
 
 
-def validation_curves(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """One panel per (dataset, setting): validation mAP per epoch, mean over seeds, one line per variant (one colour
-    per method, dashed with BoostLU)."""
-    by_key = {r["run_key"]: r for r in records}
+def curves(by_key: dict[str, dict[str, Any]], keys: list[str], field: str) -> np.ndarray:
+    """seeds x epochs array of `field` from the curves of the records `keys`."""
+    return np.array([[point[field] for point in by_key[key]["curve"]] for key in keys], dtype=float)
+
+
+def band(axis, values: np.ndarray, **style) -> None:
+    """Mean over rows per column, with the 95 % confidence band of the mean where there are 2 rows or more."""
+    epochs = np.arange(1, values.shape[1] + 1)
+    centre = values.mean(0)
+    axis.plot(epochs, centre, **style)
+    if len(values) > 1:
+        half = np.array([stats.half_width(list(column)) for column in values.T])
+        axis.fill_between(epochs, centre - half, centre + half, color=style.get("color"), alpha=0.15, linewidth=0)
+
+
+def record_figures(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[tuple[Path, str]]:
+    """Draw the records-only figures of every (dataset, setting) with finished current runs; returns
+    [(path, caption)]."""
     if frame.empty:
         return []
-    done = frame[(frame.status == "done") & frame.current]
-    panels = list(done.groupby(["dataset", "protocol", "val_variant", "backbone", "epochs"]))
-    if not panels:
-        return []
-    figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5.5), squeeze=False)
-    families = sorted({variant.split("+")[0] for variant in done.variant})
-    colours = {family: plt.cm.tab20(i % 20) for i, family in enumerate(families)}
-    for axis, (key, runs) in zip(axes[0], panels, strict=True):
-        for variant, group in sorted(runs.groupby("variant")):
-            curves = pd.DataFrame([[point["val_map"] for point in by_key[k]["curve"]] for k in group.run_key])
-            epochs = np.arange(1, curves.shape[1] + 1)
-            axis.plot(epochs, curves.mean(), marker="o", markersize=3, label=variant,
-                      color=colours[variant.split("+")[0]], linestyle="--" if "boostlu" in variant else "-")
-        axis.set(title=" / ".join(map(str, key[:3])), xlabel="epoch", ylabel="validation mAP (%)",
-                 xticks=epochs)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, ncol=2)
-    return [save(figure, out_dir / "val_map_curves.png")]
-
-
-def load_model(record: dict[str, Any], checkpoints: Path, data_cache: Path):
-    """The best-epoch model of `record` (eval mode) and the trainer that built it, from its checkpoint."""
-    from bench.spec import RunSpec
-    from bench.trainer import Trainer
-
-    path = checkpoints / f"{record['run_key']}.pt"
-    if not path.exists():
-        raise UserError(f"checkpoint {path} is missing: run `make bench` to train and keep it")
-    spec = RunSpec.from_dict({**record["spec"], "device": "cpu"})
-    trainer = Trainer(spec, data_cache, progress=False)
-    trainer.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-    trainer.model.eval()
-    return trainer
-
-
-def positive_class_attribution(trainer, images: torch.Tensor, labels: np.ndarray, alpha: float | None) -> np.ndarray:
-    """Largest CAM cell of every (image, true positive class), optionally boosted by BoostLU(alpha)."""
-    with torch.inference_mode():
-        cams = trainer.model.class_activation_maps(trainer.normalise(images))
-        if alpha is not None:
-            cams = boostlu(cams, alpha)
-        peak = cams.flatten(2).amax(2).numpy()
-    return peak[labels == 1]
-
-
-def pick(records: list[dict[str, Any]], dataset: str, variant: str) -> dict[str, Any] | None:
-    """The finished record of `variant` on `dataset` with the smallest seed (defaults only)."""
-    found = [r for r in records if r["status"] == "done" and r["variant"] == variant and r["spec"]["dataset"] == dataset
-             and r.get("hparam_source", {}).get("kind", "defaults") == "defaults"]
-    return min(found, key=lambda r: r["spec"]["seed"]) if found else None
-
-
-def cam_figures(records: list[dict[str, Any]], dataset: str, checkpoints: Path, data_cache: Path,
-                out_dir: Path, num_images: int = 500) -> list[Path]:
-    """The attribution histogram (full, an, an + BoostLU at inference) and the CAM grid (ll-r vs ll-r+boostlu)."""
-    full, an = pick(records, dataset, "full"), pick(records, dataset, "an")
+    done = frame[(frame.status == "done") & frame.current & (frame.variant == frame.variant.str.split(" ").str[0])]
+    by_key = {r["run_key"]: r for r in records}
+    chosen = picks()
     written = []
-    if full and an:
-        series = {}
-        for name, record, alpha in (("Full labels", full, None), ("AN", an, None),
-                                    ("AN + BoostLU (inference)", an, an["spec"]["boost_alpha"])):
-            trainer = load_model(record, checkpoints, data_cache)
-            images = trainer.data.test_images[:num_images]
-            series[name] = positive_class_attribution(trainer, images, trainer.data.test_labels[:num_images], alpha)
-        figure, axis = plt.subplots(figsize=(7, 4.5))
-        bins = np.linspace(min(v.min() for v in series.values()), max(v.max() for v in series.values()), 60)
-        for name, values in series.items():
-            axis.hist(values, bins=bins, alpha=0.45, label=f"{name} (median {np.median(values):.1f})")
-        axis.set(title=f"{dataset}: largest CAM cell of true positive classes ({num_images} test images)",
-                 xlabel="attribution score (CAM logit)", ylabel="count")
-        axis.legend()
-        written.append(save(figure, out_dir / f"cam_attribution_{dataset}.png"))
-    plain, boosted = pick(records, dataset, "ll-r"), pick(records, dataset, "ll-r+boostlu")
-    if plain and boosted:
-        written.append(cam_grid(plain, boosted, checkpoints, data_cache, out_dir / f"cam_examples_{dataset}.png"))
+    for (dataset, *setting), runs in done.groupby(["dataset", *SETTING]):
+        from bench.report import setting_slug
+
+        slug = f"{dataset}_{setting_slug(tuple(setting))}"
+        keys = {variant: list(group.sort_values("seed").run_key) for variant, group in runs.groupby("variant")}
+        methods = [m for m in chosen["curve_methods"] if m in keys or f"{m}+boostlu" in keys]
+        if methods:
+            path = validation_curves(by_key, keys, methods, dataset, out_dir / f"val_curves_{slug}.png")
+            written.append((path, f"{dataset}: validation mAP per epoch, without and with BoostLU "
+                                  f"(mean over seeds, 95 % band)"))
+        variants = [v for v in chosen["memorisation_variants"] if v in keys]
+        if variants:
+            path = memorisation(by_key, keys, variants, dataset, out_dir / f"memorisation_{slug}.png")
+            written.append((path, f"{dataset}: memorisation of false negatives per epoch"))
     return written
 
 
-def cam_grid(plain: dict[str, Any], boosted: dict[str, Any], checkpoints: Path, data_cache: Path, path: Path,
-             rows: int = 4) -> Path:
+def validation_curves(by_key, keys: dict[str, list[str]], methods: list[str], dataset: str, path: Path) -> Path:
+    columns = min(3, len(methods))
+    rows = -(-len(methods) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False, sharey=True,
+                                layout="constrained")
+    for axis, method in zip(axes.flat, methods, strict=False):
+        for variant, colour, dash in ((method, "tab:blue", "-"), (f"{method}+boostlu", "tab:red", "--")):
+            if variant in keys:
+                band(axis, curves(by_key, keys[variant], "val_map"), color=colour, linestyle=dash, label=variant)
+        axis.set(title=method, xlabel="epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("validation mAP (%)")
+    for axis in list(axes.flat)[len(methods):]:
+        axis.axis("off")
+    figure.suptitle(f"{dataset}: validation mAP (clean labels) per epoch, mean over seeds and 95 % band")
+    return save(figure, path)
+
+
+def memorisation(by_key, keys: dict[str, list[str]], variants: list[str], dataset: str, path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    for variant, colour in zip(variants, plt.cm.tab10.colors, strict=False):
+        band(axis, 100 * curves(by_key, keys[variant], "fn_memorised"), color=colour, label=variant)
+    axis.set(title=f"{dataset}: false negatives the model fits as negatives (training pass)", xlabel="epoch",
+             ylabel="false negatives scored below 0.5 (%)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
+    axis.legend()
+    return save(figure, path)
+
+
+def pick(records: list[dict[str, Any]], dataset: str, variant: str) -> dict[str, Any] | None:
+    """The finished record of `variant` on `dataset` with the smallest seed (defaults only), current code first."""
+    from bench.report import records_frame
+
+    current = set(records_frame(records).query("current").run_key) if records else set()
+    found = [r for r in records if r["status"] == "done" and r["variant"] == variant and r["run_key"] in current
+             and r["spec"]["dataset"] == dataset and r.get("hparam_source", {}).get("kind", "defaults") == "defaults"]
+    return min(found, key=lambda r: (r["spec"]["seed"], r["run_key"])) if found else None
+
+
+def checkpoint_figure_names(records: list[dict[str, Any]], dataset: str) -> list[tuple[str, str]]:
+    """[(file name, caption)] of the checkpoint figures whose records exist for `dataset`."""
+    chosen = picks()
+    names = []
+    attribution = chosen["attribution"]
+    if pick(records, dataset, attribution["oracle"]) and pick(records, dataset, attribution["plain"]):
+        oracle, plain = attribution["oracle"], attribution["plain"]
+        names.append((f"cam_attribution_{dataset}.png", f"{dataset}: CAM attribution on true positive classes: "
+                      f"{oracle}, {plain}, {plain} + BoostLU at inference"))
+    plain, boosted = chosen["cam_examples"]
+    if pick(records, dataset, plain) and pick(records, dataset, boosted):
+        names.append((f"cam_examples_{dataset}.png", f"{dataset}: CAMs of positive classes, {plain} vs {boosted}"))
+    return names
+
+
+class LoadedModel:
+    """A best-epoch model (eval mode, CPU) with the test images and labels of its dataset."""
+
+    def __init__(self, record: dict[str, Any], workspace: Workspace) -> None:
+        spec = RunSpec.from_dict({**record["spec"], "device": "cpu"})
+        splits = load_splits(spec.dataset, spec.data_dir, str(workspace.data_cache), spec.image_size)
+        self.model = build_model(spec, splits.test.images.shape[1], len(splits.class_names))
+        self.model.load_state_dict(checkpoints.load_model_weights(workspace.checkpoints / f"{record['run_key']}.pt"))
+        self.model.eval()
+        shape = (1, -1, 1, 1)
+        self.mean = torch.tensor(splits.mean).view(shape) * 255
+        self.std = torch.tensor(splits.std).view(shape) * 255
+        self.test_images, self.test_labels, self.class_names = splits.test.images, splits.test.labels, \
+            splits.class_names
+
+    def cams(self, images: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
+        """Class activation maps of `images`, boosted by BoostLU(alpha) when given."""
+        with torch.inference_mode():
+            maps = self.model.class_activation_maps(normalise(images, self.mean, self.std))
+        return boostlu(maps, alpha) if alpha is not None else maps
+
+
+def positive_class_attribution(loaded: LoadedModel, num_images: int, alpha: float | None) -> np.ndarray:
+    """Largest CAM cell of every (test image, true positive class) of the first `num_images` test images,
+    optionally boosted by BoostLU(alpha)."""
+    peak = loaded.cams(loaded.test_images[:num_images], alpha).flatten(2).amax(2).numpy()
+    return peak[loaded.test_labels[:num_images] == 1]
+
+
+def checkpoint_figures(records: list[dict[str, Any]], dataset: str, workspace: Workspace, *,
+                       only_missing: bool = False, num_images: int = 500) -> list[Path]:
+    """Draw the checkpoint figures of `dataset` whose records exist (`checkpoint_figure_names`); with
+    `only_missing`, only those whose file is absent. Returns the paths written."""
+    chosen = picks()
+    written = []
+    for name, _ in checkpoint_figure_names(records, dataset):
+        path = workspace.figures / name
+        if only_missing and path.exists():
+            continue
+        if name.startswith("cam_attribution"):
+            written.append(attribution_figure(records, dataset, chosen["attribution"], workspace, path, num_images))
+        else:
+            plain, boosted = (pick(records, dataset, variant) for variant in chosen["cam_examples"])
+            written.append(cam_grid(plain, boosted, workspace, path))
+    return written
+
+
+def attribution_figure(records, dataset: str, attribution: dict[str, str], workspace: Workspace, path: Path,
+                       num_images: int) -> Path:
+    oracle = LoadedModel(pick(records, dataset, attribution["oracle"]), workspace)
+    plain = LoadedModel(pick(records, dataset, attribution["plain"]), workspace)
+    alpha = TRAINING_HPARAMS["boost_alpha"].default
+    series = {attribution["oracle"]: positive_class_attribution(oracle, num_images, None),
+              attribution["plain"]: positive_class_attribution(plain, num_images, None),
+              f"{attribution['plain']} + BoostLU at inference (alpha {alpha:g})":
+                  positive_class_attribution(plain, num_images, alpha)}
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    bins = np.linspace(min(v.min() for v in series.values()), max(v.max() for v in series.values()), 60)
+    for name, values in series.items():
+        axis.hist(values, bins=bins, alpha=0.45, label=f"{name} (median {np.median(values):.1f})")
+    axis.set(title=f"{dataset}: largest CAM cell of true positive classes ({num_images} test images)",
+             xlabel="attribution score (CAM logit)", ylabel="count")
+    axis.legend()
+    return save(figure, path)
+
+
+def cam_grid(plain: dict[str, Any], boosted: dict[str, Any], workspace: Workspace, path: Path, rows: int = 4) -> Path:
     """Test images with the CAM of one positive class each, for a model without and with BoostLU."""
-    models = [(plain["variant"], load_model(plain, checkpoints, data_cache)),
-              (boosted["variant"], load_model(boosted, checkpoints, data_cache))]
-    data = models[0][1].data
+    models = [(plain["variant"], LoadedModel(plain, workspace)), (boosted["variant"], LoadedModel(boosted, workspace))]
+    first = models[0][1]
     figure, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows))
     for row in range(rows):
-        image = data.test_images[row:row + 1]
-        cls = int(np.flatnonzero(data.test_labels[row])[0])
+        image = first.test_images[row:row + 1]
+        cls = int(np.flatnonzero(first.test_labels[row])[0])
         axes[row, 0].imshow(image[0].permute(1, 2, 0).squeeze().numpy(), cmap="gray")
-        axes[row, 0].set_title(f"class {data.class_names[cls]}", fontsize=9)
-        for column, (name, trainer) in enumerate(models, 1):
-            with torch.inference_mode():
-                cams = trainer.model.class_activation_maps(trainer.normalise(image))
-                if trainer.model.boostlu_infer:
-                    cams = boostlu(cams, trainer.model.boost_alpha)
-            cam = cams[0, cls].numpy()
+        axes[row, 0].set_title(f"class {first.class_names[cls]}", fontsize=9)
+        for column, (name, loaded) in enumerate(models, 1):
+            model = loaded.model
+            cam = loaded.cams(image, model.boost_alpha if model.boostlu_infer else None)[0, cls].numpy()
             axes[row, column].imshow(image[0].permute(1, 2, 0).squeeze().numpy(), cmap="gray")
             extent = (0, image.shape[-1], image.shape[-2], 0)
             shown = axes[row, column].imshow(cam, cmap="jet", alpha=0.5, extent=extent)

@@ -28,6 +28,8 @@ class Hyperparam:
     low_open:     if True the lower bound itself is not valid (e.g. a learning rate must be > 0).
     high_open:    if True the upper bound itself is not valid (e.g. delta_rel < 1).
     search:       (low, high) range explored by tuning; None means the value is not tuned.
+    search_around: a factor f: tuning explores [d / f, d * f] around the dataset's default d (on a log scale), so
+                  that the range follows the dataset (a learning rate of 1e-5 on VOC, 3e-3 on the mosaics).
     log:          search on a log scale.
     choices:      allowed values for strings.
     """
@@ -40,6 +42,7 @@ class Hyperparam:
     low_open: bool = False
     high_open: bool = False
     search: tuple[float, float] | None = None
+    search_around: float | None = None
     log: bool = False
     choices: tuple[str, ...] | None = None
 
@@ -48,6 +51,12 @@ class Hyperparam:
         if dataset is not None and dataset in self.per_dataset:
             return self.per_dataset[dataset]
         return self.default
+
+    def search_range(self, default: Any) -> tuple[float, float] | None:
+        """The tuning range given the default `default` on the dataset at hand; None if not tuned."""
+        if self.search_around is not None:
+            return (default / self.search_around, default * self.search_around)
+        return self.search
 
     def coerce(self, name: str, value: Any) -> Any:
         """Return `value` converted to this hyperparameter's type and checked against its range."""

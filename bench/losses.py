@@ -1,4 +1,4 @@
-"""Loss building blocks shared by several method plugins (METHODS_SPEC §2 notation)."""
+"""Loss building blocks shared by several method plugins (the notation of `docs/methods.md`)."""
 
 from __future__ import annotations
 

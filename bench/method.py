@@ -33,13 +33,11 @@ class TrainState:
                  negatives as -s). Methods that change labels (APL, LL-Cp) write into it; the trainer gathers each
                  batch's rows from it and saves it in checkpoints.
     epochs:      number of training epochs T.
-    dataset:     dataset name (for per-dataset constants such as the expected number of positives).
     expected_positives: average number of positives per image of the dataset (ROLE's k̄).
     """
 
     observed: torch.Tensor
     epochs: int
-    dataset: str
     expected_positives: float
 
 
@@ -63,7 +61,7 @@ class Method:
     """True for the full-label oracle: the trainer passes the full label matrix as `observed`."""
 
     def __init__(self, dataset: str | None = None, **values: Any) -> None:
-        self.dataset = dataset
+        """Resolve the hyperparameters: `values` over the defaults on `dataset` (None: the global defaults)."""
         self.hp: dict[str, Any] = resolve(self.hparams, values, dataset, owner=f"method {self.name!r}")
 
     def batch_loss(self, logits: torch.Tensor, observed: torch.Tensor, *, epoch: int,

@@ -1,10 +1,10 @@
-"""Average precision and mAP exactly as the reference evaluation (METHODS_SPEC §1.7).
+"""Average precision exactly as the reference evaluation of Cole et al. and its descendants.
 
 AP_c is sklearn's `average_precision_score`: non-interpolated, sum over distinct score thresholds of
 (R_n - R_{n-1}) * P_n, with tied scores forming one threshold. A class with no positive in the evaluated set gets
 AP = 0 and stays in the mean (the reference's rule; sklearn's own behaviour for that case changed across versions,
 so it is implemented here explicitly). Scores are float32 sigmoid probabilities, as in the reference: saturated
-scores (sigmoid = 1.0 in float32 for logits above ~17) tie, and those ties count (METHODS_SPEC §4.7).
+scores (sigmoid = 1.0 in float32 for logits above ~17) tie, and those ties count, as in the reference.
 """
 
 from __future__ import annotations
@@ -40,7 +40,3 @@ def average_precision(scores: np.ndarray, targets: np.ndarray, known: np.ndarray
         ap[c] = float(np.sum(recall_gain * precision))
     return ap
 
-
-def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
-    """mAP in percent: 100 x mean over all C classes of `average_precision`."""
-    return 100.0 * float(average_precision(scores, targets).mean())

@@ -1,12 +1,12 @@
-"""The model: backbone -> 1x1-conv CAM head -> [BoostLU] -> global average pooling -> logits (METHODS_SPEC §3).
+"""The model: backbone -> 1x1-conv CAM head -> [BoostLU] -> global average pooling -> logits.
 
 BoostLU (Kim et al., CVPR'23, "Bridging the Gap between Model Explanations in Partially Annotated Multi-label
 Classification") multiplies positive class-activation-map cells by alpha and leaves the others unchanged:
 CAM' = alpha * CAM where CAM > 0, CAM where CAM <= 0 (the identity branch at exactly 0). This equals the paper's
-max(x, alpha x) only for alpha >= 1, which is why alpha < 1 is rejected. The bias of the 1x1 conv is *inside* the
-boost, as in the reference code (BG `models.py`). With alpha = 1 the head equals Linear(GAP(features)), with the
-same default initialisation (fan_in = feature channels), so "BoostLU at inference only" on a model trained without
-it is exactly the paper's setting.
+max(x, alpha x) only for alpha >= 1, which is why `boost_alpha` is declared >= 1. The bias of the 1x1 conv is
+*inside* the boost, as in the reference code (the BoostLU repository's `models.py`). With alpha = 1 the head equals
+Linear(GAP(features)), with the same default initialisation (fan_in = feature channels), so "BoostLU at inference
+only" on a model trained without it is exactly the paper's setting.
 
 BoostLU can be on in training, in inference (validation and test), or both: `boostlu_train` / `boostlu_infer`.
 """
@@ -111,11 +111,11 @@ def build_backbone(name: str, in_channels: int, weights: str | None = None) -> n
 class CamClassifier(nn.Module):
     """backbone -> 1x1 conv (with bias) -> BoostLU where enabled for the current mode -> spatial mean."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, *, boost_alpha: float = 5.0,
+    def __init__(self, backbone: nn.Module, num_classes: int, *, boost_alpha: float | None = None,
                  boostlu_train: bool = False, boostlu_infer: bool = False) -> None:
         super().__init__()
-        if boost_alpha < 1:
-            raise UserError(f"boost_alpha={boost_alpha} must be >= 1 (BoostLU is max(x, alpha*x) only for alpha>=1)")
+        if (boostlu_train or boostlu_infer) and boost_alpha is None:
+            raise ValueError("BoostLU is on but no boost_alpha was given")
         self.backbone = backbone
         self.cam_head = nn.Conv2d(backbone.out_channels, num_classes, kernel_size=1, bias=True)
         self.boost_alpha = boost_alpha
@@ -136,3 +136,11 @@ class CamClassifier(nn.Module):
         """Adam parameter groups: backbone at lr, CAM head at lr * head_lr_mult (LL/BG use 10)."""
         return [{"params": list(self.backbone.parameters()), "lr": lr},
                 {"params": list(self.cam_head.parameters()), "lr": lr * head_lr_mult}]
+
+
+def build_model(spec, in_channels: int, num_classes: int) -> CamClassifier:
+    """The CAM classifier a RunSpec describes (backbone, weights, BoostLU flags and alpha), channels_last."""
+    backbone = build_backbone(spec.backbone, in_channels, spec.weights)
+    model = CamClassifier(backbone, num_classes, boost_alpha=spec.boost_alpha, boostlu_train=spec.boostlu_train,
+                          boostlu_infer=spec.boostlu_infer)
+    return model.to(memory_format=torch.channels_last)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
+import io
 from pathlib import Path
 
 import numpy as np
 
 from bench.errors import UserError
+from bench.records import atomic_write
 
 GRID = 2
 CELL = 28
@@ -78,10 +79,9 @@ def cached_build(path: Path, build) -> tuple[dict[str, np.ndarray], str]:
             pass  # unreadable cache: rebuilt below
     arrays = build()
     checksum = arrays_checksum(arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(partial, sha256=np.array(checksum), **arrays)
-    partial.replace(path)
+    buffer = io.BytesIO()
+    np.savez(buffer, sha256=np.array(checksum), **arrays)
+    atomic_write(path, buffer.getvalue())
     return arrays, checksum
 
 

@@ -1,4 +1,4 @@
-"""Observation protocols: which training labels a method is allowed to see (METHODS_SPEC §1.2).
+"""Observation protocols: which training labels a method is allowed to see.
 
 Encoding of an observed matrix: 1 = observed positive, 0 = unobserved, -1 = observed negative.
 
@@ -22,10 +22,6 @@ from bench.errors import UserError
 
 COLE_SEED = 1200
 """The seed of the reference preprocessing."""
-
-PROTOCOLS = ("single-positive", "partial-<fraction>", "annotated")
-"""`annotated`: the dataset's own partial annotations (OpenImages), only for datasets that ship them."""
-
 
 def single_positive(labels: np.ndarray, seed: int = COLE_SEED) -> np.ndarray:
     """One observed positive per row, Cole et al.'s generator (num_pos=1, num_neg=0); same dtype as `labels`."""
@@ -55,7 +51,8 @@ def partial(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def parse_protocol(protocol: str) -> float | None:
-    """None for 'single-positive' and 'annotated', the fraction for 'partial-<fraction>'; UserError otherwise."""
+    """None for 'single-positive' and 'annotated' (a dataset's own partial annotations, e.g. OpenImages), the
+    fraction for 'partial-<fraction>'; UserError otherwise."""
     if protocol in ("single-positive", "annotated"):
         return None
     match = re.fullmatch(r"partial-(0?\.\d+|1(\.0*)?)", protocol)

@@ -7,16 +7,18 @@ writes, into a temporary folder renamed to `--out` only when everything succeede
     manifest.json                  dataset, classes, split sizes, image root, checksums of every file below
     images.txt                     image paths relative to the image root, rows: train, val, test
     labels.npy                     full label matrix (C columns; 1 positive, 0 negative; OpenImages: -1 = not annotated)
-    splits.npz                     row indices of train, val, test
-    observed_<protocol>_<seed>.npy observed matrices of the train+val rows (train rows first), one per label seed
+    splits.npz                     row indices of train, val, test, and `official`: the official train split's row
+                                   of every train and val row (the order the reference draws labels in)
+    annotated.npy                  the dataset's own partial annotations of the train+val rows (OpenImages only)
     images_<size>.u8               optional decoded-image cache (--cache): uint8 N x 3 x size x size, memory-mapped
 
-Splits (METHODS_SPEC §1.3): val = 20 % of the official train split, n_val = round(0.2 N),
+Splits (Cole et al.'s `datasets.py`): val = 20 % of the official train split, n_val = round(0.2 N),
 perm = RandomState(1200).permutation(N), train = sort(perm[:N - n_val]), val = sort(perm[-n_val:]); test = the
-official held-out split. The single-positive draw runs on the official train split's rows in their order, before the
-split, exactly as Cole et al.'s `generate_observed_labels.py`, so draws are bit-identical to theirs.
+official held-out split. No label draw is stored: the trainer draws the observed labels of any label seed on the
+official train split's rows in their official order (`Splits.draw_order`), exactly as Cole et al.'s
+`generate_observed_labels.py` does before the split, so every draw is bit-identical to theirs.
 
-Images (§1.4): resized to size x size with PIL bilinear (aspect ratio not kept), ImageNet normalisation, random
+Images (as the papers): resized to size x size with PIL bilinear (aspect ratio not kept), ImageNet normalisation, random
 horizontal flip in training (done by the trainer). From the cache, batches are slices of a memory map; without it,
 JPEGs are decoded by DataLoader workers into pinned memory.
 """
@@ -37,11 +39,10 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from bench import observation
 from bench.dataset import Dataset, Split, Splits
 from bench.errors import UserError
 
-FORMAT = 1
+FORMAT = 2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 VAL_FRACTION = 0.2
@@ -115,7 +116,7 @@ def decode_all(paths: list[str], size: int, cache: Path | None) -> None:
 
 
 def prepare(plugin: PreparedDataset, raw: Path, out: Path, *, cache_size: int | None = None,
-            label_seeds: tuple[int, ...] = (observation.COLE_SEED,), verify: bool = True) -> dict:
+            verify: bool = True) -> dict:
     """Read the official files of `plugin` under `raw` and write the prepared folder `out` (atomically)."""
     if not raw.is_dir():
         raise UserError(f"raw folder {raw} does not exist: point --raw at the unpacked official download")
@@ -142,17 +143,11 @@ def prepare(plugin: PreparedDataset, raw: Path, out: Path, *, cache_size: int | 
         np.save(staging / "labels.npy", labels)
         num_train, num_val = len(train_rows), len(val_rows)
         np.savez(staging / "splits.npz", train=np.arange(num_train), val=np.arange(num_train, num_train + num_val),
-                 test=np.arange(num_train + num_val, len(labels)))
+                 test=np.arange(num_train + num_val, len(labels)), official=np.concatenate([train_rows, val_rows]))
         (staging / "images.txt").write_text("\n".join(paths) + "\n")
-        protocols = []
-        for seed in label_seeds:
-            if data.observed_train is not None:
-                observed, protocol = data.observed_train, "annotated"
-            else:
-                observed, protocol = observation.single_positive(data.train_labels, seed), "single-positive"
-            observed = np.concatenate([observed[train_rows], observed[val_rows]]).astype(np.float32)
-            np.save(staging / f"observed_{protocol}_{seed}.npy", observed)
-            protocols.append([protocol, seed])
+        if data.observed_train is not None:
+            annotated = np.concatenate([data.observed_train[train_rows], data.observed_train[val_rows]])
+            np.save(staging / "annotated.npy", annotated.astype(np.float32))
         if verify or cache_size:
             decode_all([str(data.image_root / p) for p in paths], cache_size or 32,
                        staging / f"images_{cache_size}.u8" if cache_size else None)
@@ -160,7 +155,7 @@ def prepare(plugin: PreparedDataset, raw: Path, out: Path, *, cache_size: int | 
             "format": FORMAT, "dataset": plugin.name, "class_names": data.class_names,
             "image_root": str(data.image_root.resolve()),
             "splits": {"train": num_train, "val": num_val, "test": len(data.test_labels)},
-            "observed": protocols, "cache_size": cache_size,
+            "annotated": data.observed_train is not None, "cache_size": cache_size,
             "files": {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if not p.name.endswith(".u8")},
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -243,12 +238,18 @@ class PreparedDataset(Dataset):
 
     needs_data_dir = True
     train_flip = True
+    default_weights = "imagenet"
     image_size: ClassVar[int] = 448
     expected_sizes: ClassVar[tuple[int, int, int] | None] = None
     """(train, val, test) sizes of Cole et al.'s table; a prepared folder that differs is reported."""
 
     def read_official(self, raw: Path) -> OfficialData:
         raise NotImplementedError
+
+    @classmethod
+    def available(cls, data_dir: Path | None = None) -> bool:
+        """True when `data_dir` holds a prepared folder of this dataset."""
+        return data_dir is not None and (Path(data_dir) / "manifest.json").exists()
 
     def load(self, data_dir: Path | None, cache_dir: Path, image_size: int | None = None) -> Splits:
         manifest = read_manifest(data_dir, self.name)
@@ -257,8 +258,7 @@ class PreparedDataset(Dataset):
             labels = np.load(data_dir / "labels.npy")
             rows = np.load(data_dir / "splits.npz")
             paths = (data_dir / "images.txt").read_text().splitlines()
-            observed = {(protocol, seed): np.load(data_dir / f"observed_{protocol}_{seed}.npy")
-                        for protocol, seed in manifest["observed"]}
+            annotated = np.load(data_dir / "annotated.npy") if manifest["annotated"] else None
         except (OSError, KeyError, ValueError) as error:
             raise UserError(f"prepared folder {data_dir} is incomplete or malformed ({error}); prepare it again") \
                 from None
@@ -276,7 +276,7 @@ class PreparedDataset(Dataset):
 
         return Splits(train=split("train"), val=split("val"), test=split("test"),
                       class_names=list(manifest["class_names"]), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                      observed=observed)
+                      draw_order=rows["official"], annotated=annotated)
 
     def fingerprint(self, data_dir: Path | None, cache_dir: Path) -> str:
         manifest = read_manifest(data_dir, self.name)

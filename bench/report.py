@@ -1,13 +1,17 @@
 """The leaderboard, generated from run records alone (`pamlbench report`).
 
-Records are grouped into one section per setting (observation protocol, validation variant, backbone, epochs), and
-a dataset whose records come from different data (content fingerprints) gets one column per fingerprint: runs that
-differ in any of these are never mixed in one cell. In a table a row is a method variant (with where its
-hyperparameters came from), a column a dataset, a cell the mean ± sample std of test mAP over seeds; best of a
-column in bold, second underlined, among the partial-label methods (the full-label oracle is the upper reference
-row). Failed runs are shown as failures, never as numbers. Records written by other code than the current one (a
-different code version) are left out and counted. The output is a pure function of the records: same records,
-same bytes. Formats: Markdown (leaderboard.md, with details, ablation and figure links), CSV and LaTeX (tables).
+Records are grouped into one section per setting (observation protocol, label seed, backbone, epochs, numerics),
+and a dataset whose records come from different data (content fingerprints) gets one column per fingerprint: runs
+that differ in any of these are never averaged in one cell. Every run yields three results (`bench.trainer`): the
+test mAP at the epoch of best clean validation mAP (the papers' protocol), at the epoch of best observed-label
+validation mAP (realistic: no clean labels), and at the last epoch (no early stopping); each gets its table. In a
+table a row is a method variant (with where its hyperparameters came from), a column a dataset, a cell the mean ±
+the half width of the 95 % confidence interval over seeds (`bench.stats`). The best and second groups of
+partial-label variants are marked, ties inside the noise sharing a mark, and the average rank treats them as ties;
+the full-label oracle is an upper reference row and never ranked. Failed runs are shown as failures, never as
+numbers. Records written by other code than the current one (a different code version) are left out and counted.
+The same records give the same bytes. Formats: Markdown (leaderboard.md, with details, ablation and figure links),
+CSV and LaTeX (tables).
 """
 
 from __future__ import annotations
@@ -23,32 +27,26 @@ from tabulate import tabulate
 
 from bench import registry
 from bench.errors import UserError
+from bench.numerics import describe
 from bench.records import atomic_text
-from bench.tables import Cell, average_ranks, cells, is_oracle, paired_boostlu, placements, variant_order
+from bench.tables import Cell, average_ranks, cells, finite, is_oracle, paired_boostlu, placements, variant_order
 from bench.versions import code_version
+from bench.workspace import Workspace
 
-SETTING_COLUMNS = ["protocol", "val_variant", "backbone", "epochs"]
-PUBLISHED_FILE = Path(__file__).with_name("published.toml")
+SETTING_COLUMNS = ["protocol", "label_seed", "backbone", "epochs", "numerics"]
+PAPERS_FILE = Path(__file__).with_name("papers.toml")
 FORMATS = ("md", "csv", "latex")
-DATASET_FIGURES = {"cam_attribution": "CAM attribution on true positive classes: Full, AN, AN + BoostLU at inference",
-                   "cam_examples": "CAMs of positive classes, LL-R without and with BoostLU"}
-"""Figures drawn per dataset from the best-epoch checkpoints by `pamlbench figures` (and `make bench`)."""
-
-ABLATION_CELLS = [  # (BoostLU in inference, BoostLU in training, LL-R in training) -> variant; METHODS_SPEC §3
-    ((False, False, False), "an"),
-    ((True, False, False), "an+boostlu-infer"),
-    ((True, True, False), "an+boostlu"),
-    ((False, False, True), "ll-r"),
-    ((False, True, True), "ll-r+boostlu-train"),
-    ((True, False, True), "ll-r+boostlu-infer"),
-    ((True, True, True), "ll-r+boostlu"),
-]
+SELECTIONS = {
+    "clean": "Selected by clean validation (the papers' protocol: best epoch by validation mAP on full labels)",
+    "observed": "Selected by observed validation (realistic: best epoch by validation mAP on the observed labels)",
+    "last": "Last epoch (no early stopping: what memorisation leaves)",
+}
 
 
 @cache
-def published() -> dict[str, Any]:
-    """The published numbers (bench/published.toml): {table: {source, values: {variant: {dataset: mAP}}}}."""
-    return tomllib.loads(PUBLISHED_FILE.read_text())
+def papers() -> dict[str, Any]:
+    """The papers' setup (bench/papers.toml): published numbers, ablation cells, figure picks."""
+    return tomllib.loads(PAPERS_FILE.read_text())
 
 
 def hparam_label(source: dict[str, Any]) -> str:
@@ -75,6 +73,10 @@ def current_code_version(method: str, dataset: str) -> str | None:
         return None
 
 
+def selection_value(record: dict[str, Any], selection: str) -> float | None:
+    return record.get("selections", {}).get(selection, {}).get("test_map")
+
+
 def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per record with the fields the tables use; `current` says if it was made by the current code."""
     rows = []
@@ -84,11 +86,13 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append({
             "run_key": record["run_key"], "status": record["status"], "dataset": spec["dataset"],
             "variant": record["variant"] + hparam_label(source), "seed": spec["seed"],
-            "protocol": spec["protocol"], "val_variant": spec["val_variant"], "backbone": spec["backbone"],
-            "epochs": spec["epochs"], "test_map": record.get("test_map"), "val_map": record.get("val_map"),
+            "protocol": spec["protocol"], "label_seed": spec["label_seed"], "backbone": spec["backbone"],
+            "epochs": spec["epochs"], "numerics": describe(record.get("numerics", {})),
+            **{f"test_map_{name}": selection_value(record, name) for name in SELECTIONS},
             "train_seconds": record.get("train_seconds"), "peak_memory_mb": record.get("peak_memory_mb"),
             "label_checksum": record.get("label_checksum"), "data_fingerprint": record.get("data_fingerprint"),
             "code_version": record.get("code_version"), "provenance": provenance_text(source),
+            "cpu_model": record.get("cpu_model", "?"),
             "image_shape": "x".join(map(str, record.get("image_shape", []))) or "?",
             "hparams": ", ".join(f"{k}={v}" for k, v in sorted(spec["hparams"].items())) or "–",
             "error": record.get("error", ""),
@@ -121,15 +125,16 @@ def cell_text(cell: Cell | None, fmt: str) -> str:
     if cell.n == 0:
         return "failed" if cell.failed == 1 else f"failed ({cell.failed})"
     pm = r"$\pm$" if fmt == "latex" else "±"
-    text = f"{cell.mean:.2f}" if cell.n == 1 else f"{cell.mean:.2f} {pm} {cell.std:.2f}"
+    text = f"{cell.mean:.2f}" if cell.n == 1 else f"{cell.mean:.2f} {pm} {cell.half_width:.2f}"
     return text + (f" ({cell.failed} failed)" if cell.failed else "")
 
 
-def main_rows(frame: pd.DataFrame, fmt: str) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the variants x datasets table, with published numbers and deltas where they exist."""
-    table = cells(frame)
+def main_rows(frame: pd.DataFrame, fmt: str, selection: str = "clean") -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the variants x datasets table of one selection; for the papers' selection (clean), with
+    published numbers and deltas where they exist."""
+    table = cells(frame, f"test_map_{selection}")
     datasets = sorted(frame.dataset.unique())
-    paper = published()["main"]["values"]
+    paper = papers()["main"]["values"] if selection == "clean" else {}
     with_paper = [d for d in datasets if any(d in values for values in paper.values())]
     ranks = average_ranks(table, datasets)
     places = {d: placements(table, d) for d in datasets}
@@ -155,28 +160,32 @@ def main_rows(frame: pd.DataFrame, fmt: str) -> tuple[list[str], list[list[str]]
 
 
 def ablation_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
-    """The BoostLU x LL-R ablation (7 cells), ours beside the paper's VOC / COCO; None if no cell was run."""
-    if not set(frame.variant) & {variant for _, variant in ABLATION_CELLS}:
+    """The BoostLU x LL-R ablation (7 cells), ours beside the paper's datasets; None if no cell was run."""
+    ablation = papers()["ablation"]
+    if not set(frame.variant) & {cell["variant"] for cell in ablation["cells"]}:
         return None
-    table = cells(frame)
+    table = cells(frame, "test_map_clean")
     datasets = sorted(frame.dataset.unique())
-    paper = published()["ablation"]["values"]
+    paper_datasets = list(next(iter(ablation["values"].values())))
     rows = []
-    for flags, variant in ABLATION_CELLS:
-        row = ["✓" if flag else "" for flag in flags] + [variant]
+    for cell in ablation["cells"]:
+        variant = cell["variant"]
+        row = ["✓" if cell[flag] else "" for flag in ("inference", "training", "ll_r")] + [variant]
         row += [cell_text(table.get((variant, d)), "md") for d in datasets]
-        row += [f"{paper[variant]['voc']:.2f}", f"{paper[variant]['coco']:.2f}"]
+        row += [f"{ablation['values'][variant][d]:.2f}" for d in paper_datasets]
         rows.append(row)
-    return ["BoostLU inference", "BoostLU training", "LL-R training", "variant", *datasets, "paper VOC",
-            "paper COCO"], rows
+    return ["BoostLU inference", "BoostLU training", "LL-R training", "variant", *datasets,
+            *[f"paper {d}" for d in paper_datasets]], rows
 
 
-def boostlu_pair_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
-    pairs = paired_boostlu(frame)
-    if pairs.empty:
+def boostlu_pair_rows(frame: pd.DataFrame, selection: str) -> tuple[list[str], list[list[str]]] | None:
+    pairs = paired_boostlu(frame, f"test_map_{selection}")
+    if not pairs:
         return None
-    rows = [[p.method, p.dataset, f"{p.mean_delta:+.2f}", f"{p.positive}/{p.seeds}"] for p in pairs.itertuples()]
-    return ["method", "dataset", "mean Δ test mAP (with − without BoostLU)", "seeds with Δ > 0"], rows
+    rows = [[p.method, p.dataset, f"{p.mean:+.2f}" + (f" ± {p.half_width:.2f}" if finite(p.half_width) else ""),
+             f"{p.positive}/{p.seeds}", "yes" if p.excludes_zero else "no"] for p in pairs]
+    return ["method", "dataset", "mean Δ test mAP (with − without BoostLU) ± 95 % CI", "seeds with Δ > 0",
+            "CI excludes 0"], rows
 
 
 def dataset_details(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -184,8 +193,9 @@ def dataset_details(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     for dataset, runs in frame.groupby("dataset"):
         rows.append([dataset, ", ".join(sorted(runs.image_shape.unique())),
                      ", ".join(sorted(runs.label_checksum.dropna().unique())),
-                     ", ".join(sorted(runs.data_fingerprint.dropna().unique())), str(len(runs))])
-    return ["dataset", "image (C x H x W)", "label-draw checksum", "data fingerprint", "runs"], rows
+                     ", ".join(sorted(runs.data_fingerprint.dropna().unique())),
+                     ", ".join(sorted(runs.cpu_model.unique())), str(len(runs))])
+    return ["dataset", "image (C x H x W)", "label-draw checksum", "data fingerprint", "CPU/GPU model", "runs"], rows
 
 
 def variant_details(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -225,31 +235,59 @@ def split_frame(records: list[dict[str, Any]]) -> tuple[list[tuple[tuple, pd.Dat
 
 
 def setting_title(setting: tuple) -> str:
-    protocol, val_variant, backbone, epochs = setting
-    return f"{protocol}, {val_variant} validation, {backbone}, {epochs} epochs"
+    protocol, label_seed, backbone, epochs, numerics = setting
+    return f"{protocol} (label seed {label_seed}), {backbone}, {epochs} epochs; numerics: {numerics}"
 
 
-def leaderboard_markdown(records: list[dict[str, Any]], figures_link: str = "results/figures") -> str:
-    """The whole leaderboard.md text; `figures_link` is the figures folder relative to the leaderboard."""
-    lines = ["# pamlbench leaderboard", "",
-             "Generated by `pamlbench report` from the run records in `results/`; do not edit by hand.",
-             "Cells: test mAP (%) at the epoch with the best validation mAP, mean ± sample std over seeds. "
-             "**Bold**: best partial-label method of the column, <u>underlined</u>: second (the full-label oracle "
-             "is an upper reference). Avg rank: mean rank over the datasets of the table (1 = best).", ""]
+def setting_slug(setting: tuple) -> str:
+    """A file-name part for one setting, e.g. 'single-positive_1200_small-cnn_12_cpu-AVX512-2'."""
+    protocol, label_seed, backbone, epochs, numerics = setting
+    compact = "".join(ch if ch.isalnum() else "-" for ch in numerics).strip("-")
+    while "--" in compact:
+        compact = compact.replace("--", "-")
+    return f"{protocol}_{label_seed}_{backbone}_{epochs}_{compact}"
+
+
+INTRODUCTION = [
+    "# pamlbench leaderboard", "",
+    "Generated by `pamlbench report` from the run records in `results/`; do not edit by hand.", "",
+    "- Cells: test mAP (%), mean ± the half width of the 95 % confidence interval of the mean over seeds (Student's "
+    "t, n − 1 degrees of freedom); a single seed shows the mean alone.",
+    "- Each run gives three results, each in its own table: the test mAP at the epoch of best validation mAP on "
+    "clean labels (the papers' protocol), at the epoch of best validation mAP on the observed labels (no clean "
+    "labels needed), and at the last epoch. The test mAP never selects anything.",
+    "- **Bold**: the best partial-label variants of a column, <u>underlined</u>: the second. Two variants are tied "
+    "when the 95 % interval of their per-seed paired differences contains 0; going down by mean, the best unplaced "
+    "variant and every unplaced variant tied with it form a group, and ties share their mark.",
+    "- Avg rank: mean over the datasets of each variant's rank, the members of a tie group sharing the mean of "
+    "their positions (1 = best). The full-label oracle is an upper reference row, never ranked.", ""]
+
+
+def leaderboard_markdown(records: list[dict[str, Any]], figures: list[str] | None = None,
+                         figures_link: str = "results/figures") -> str:
+    """The whole leaderboard.md text. `figures` are the file names (in the figures folder) to link, with
+    `figures_link` the figures folder relative to the leaderboard."""
+    lines = list(INTRODUCTION)
     sections, stale = split_frame(records)
     if not sections:
         return "\n".join(lines + ["No run records yet: run `make bench`.", ""])
-    paper = published()
+    paper = papers()
     for setting, frame in sections:
-        lines += [f"## {setting_title(setting)}", "", markdown_table(*main_rows(frame, "md")), ""]
-        datasets = sorted(frame.dataset.unique())
-        without = [d for d in datasets if not any(d in v for v in paper["main"]["values"].values())]
-        if without:
-            lines += [f"No published numbers exist for {', '.join(without)}. Published numbers and Δ = ours − paper "
-                      f"appear for voc, coco, nuswide and cub (source: {paper['main']['source']}; "
-                      f"{paper['main']['note']}).", ""]
-        for title, table in (("BoostLU ablation (paper: " + paper["ablation"]["source"] + ")", ablation_rows(frame)),
-                             ("BoostLU, paired per seed", boostlu_pair_rows(frame)),
+        lines += [f"## {setting_title(setting)}", ""]
+        for selection, title in SELECTIONS.items():
+            lines += [f"### {title}", "", markdown_table(*main_rows(frame, "md", selection)), ""]
+            if selection == "clean":
+                datasets = sorted(frame.dataset.unique())
+                published = sorted({d for values in paper["main"]["values"].values() for d in values})
+                without = [d for d in datasets if d not in published]
+                if without:
+                    lines += [f"No published numbers exist for {', '.join(without)}. Published numbers and Δ = ours "
+                              f"− paper appear for {', '.join(published)} (source: {paper['main']['source']}; "
+                              f"{paper['main']['note']}).", ""]
+        for title, table in (("BoostLU ablation, clean selection (paper: " + paper["ablation"]["source"] + ")",
+                              ablation_rows(frame)),
+                             ("BoostLU, paired per seed, clean selection", boostlu_pair_rows(frame, "clean")),
+                             ("BoostLU, paired per seed, last epoch", boostlu_pair_rows(frame, "last")),
                              ("Failed runs (shown instead of numbers)", failure_rows(frame))):
             if table:
                 lines += [f"### {title}", "", markdown_table(*table), ""]
@@ -257,30 +295,30 @@ def leaderboard_markdown(records: list[dict[str, Any]], figures_link: str = "res
                   markdown_table(*variant_details(frame)), ""]
     if stale:
         lines += [f"{stale} record(s) made by other code versions are not shown (re-run `make bench`).", ""]
-    lines += ["## Figures", "", f"- [Validation mAP per epoch (mean over seeds)]({figures_link}/val_map_curves.png)"]
-    datasets = sorted({d for _, frame in sections for d in frame.dataset.unique()})
-    lines += [f"- {dataset}: [{caption}]({figures_link}/{name}_{dataset}.png)"
-              for dataset in datasets for name, caption in DATASET_FIGURES.items()]
+    if figures:
+        lines += ["## Figures", ""] + [f"- [{caption}]({figures_link}/{name})" for name, caption in figures]
     return "\n".join(lines + [""])
 
 
 def table_export(records: list[dict[str, Any]], fmt: str) -> str:
-    """The main tables alone, as CSV (one block per setting) or LaTeX (one tabular per setting)."""
+    """The main tables alone, as CSV (one block per setting and selection) or LaTeX (one tabular each)."""
     sections, _ = split_frame(records)
     parts = []
     for setting, frame in sections:
-        headers, rows = main_rows(frame, fmt)
-        if fmt == "csv":
-            parts.append(pd.DataFrame(rows, columns=headers).assign(setting=setting_title(setting))
-                         .to_csv(index=False))
-        else:
-            parts.append(f"% {setting_title(setting)}\n" + tabulate(rows, headers=headers, tablefmt="latex_raw",
-                                                                  disable_numparse=True))
+        for selection in SELECTIONS:
+            headers, rows = main_rows(frame, fmt, selection)
+            title = f"{setting_title(setting)}; {selection} selection"
+            if fmt == "csv":
+                parts.append(pd.DataFrame(rows, columns=headers).assign(setting=title).to_csv(index=False))
+            else:
+                parts.append(f"% {title}\n" + tabulate(rows, headers=headers, tablefmt="latex_raw",
+                                                       disable_numparse=True))
     return "\n".join(parts)
 
 
 def per_class_ap(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
-    """dataset -> variants x classes table of per-class test AP (mean over seeds), current-code finished runs."""
+    """name -> variants x classes table of per-class test AP (clean selection, mean over seeds), per dataset and
+    setting, current-code finished runs."""
     sections, _ = split_frame(records)
     by_key = {r["run_key"]: r for r in records}
     tables = {}
@@ -288,27 +326,37 @@ def per_class_ap(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
         for dataset, runs in frame[frame.status == "done"].groupby("dataset"):
             rows = {variant: pd.DataFrame([by_key[k]["per_class_ap"] for k in group.run_key]).mean()
                     for variant, group in runs.groupby("variant")}
-            name = f"{dataset}_{'_'.join(map(str, setting))}"
-            tables[name] = pd.DataFrame(rows).T.sort_index()
+            tables[f"{dataset}_{setting_slug(setting)}"] = pd.DataFrame(rows).T.sort_index()
     return tables
 
 
-def write_report(records: list[dict[str, Any]], out: Path, results_dir: Path, fmt: str = "md") -> list[Path]:
-    """Write the report in `fmt` to `out`; with Markdown also the per-class AP CSVs and the records-only figure."""
+def write_report(records: list[dict[str, Any]], out: Path, workspace: Workspace, fmt: str = "md",
+                 force: bool = False) -> list[Path]:
+    """Write the report in `fmt` to `out`; with Markdown also the per-class AP CSVs and the records-only figures.
+
+    Refuses (UserError) to replace an existing file with a report built from no current record unless `force`:
+    a misspelt or empty results folder must not wipe a real leaderboard."""
     if fmt not in FORMATS:
         raise UserError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
+    sections, _ = split_frame(records)
+    if not sections and out.exists() and not force:
+        raise UserError(f"no current run records in {workspace.results}: refusing to replace {out} with an empty "
+                        "report (check --results, or pass --force)")
     if fmt != "md":
         atomic_text(out, table_export(records, fmt))
         return [out]
-    figures_dir = results_dir / "figures"
-    link = Path(os.path.relpath(figures_dir, out.resolve().parent if out.parent != Path() else Path.cwd()))
-    atomic_text(out, leaderboard_markdown(records, link.as_posix()))
+    from bench.figures import checkpoint_figure_names, record_figures
+
+    frame = records_frame(records)
+    figures = record_figures(frame, records, workspace.figures)
+    links = [(path.name, caption) for path, caption in figures]
+    for dataset in sorted({d for _, section in sections for d in section.dataset.unique()}):
+        links += checkpoint_figure_names(records, dataset)
+    link = Path(os.path.relpath(workspace.figures, out.resolve().parent if out.parent != Path() else Path.cwd()))
+    atomic_text(out, leaderboard_markdown(records, links, link.as_posix()))
     written = [out]
     for name, table in per_class_ap(records).items():
-        path = results_dir / "tables" / f"per_class_ap_{name}.csv"
+        path = workspace.tables / f"per_class_ap_{name}.csv"
         atomic_text(path, table.to_csv(float_format="%.2f"))
         written.append(path)
-    from bench.figures import validation_curves
-
-    written += validation_curves(records_frame(records), records, figures_dir)
-    return written
+    return written + [path for path, _ in figures]

@@ -9,47 +9,17 @@ from its last epoch checkpoint.
 from __future__ import annotations
 
 import datetime
-import tempfile
+import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from bench import registry
 from bench.claims import ClaimStore
-from bench.errors import UserError
+from bench.numerics import cpu_model
 from bench.records import RECORD_FORMAT, read_record, record_path, write_record
 from bench.spec import RunSpec
 from bench.tracking import Tracker
-from bench.versions import code_version, git_commit, package_versions
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """Where a benchmark keeps its files: records (committed), and a cache for built data and checkpoints."""
-
-    results: Path
-    cache: Path
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.cache / "checkpoints"
-
-    @property
-    def data_cache(self) -> Path:
-        return self.cache / "data"
-
-    def default_claims_url(self) -> str:
-        return f"sqlite:///{(self.results / '.claims.sqlite').resolve()}"
-
-    def ensure_writable(self) -> None:
-        """UserError unless records can be written to the results folder (checked before any training)."""
-        try:
-            self.results.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.results, prefix=".write-check-"):
-                pass
-        except OSError as error:
-            raise UserError(f"results folder {self.results} is not writable ({error.strerror}); fix its permissions "
-                            "or choose another with --results") from None
+from bench.versions import git_commit, package_versions
+from bench.workspace import Workspace
 
 
 @dataclass
@@ -61,15 +31,12 @@ class Outcome:
     record: dict[str, Any] | None
 
 
-def base_record(spec: RunSpec, key: str, workspace: Workspace, hparam_source: dict[str, Any]) -> dict[str, Any]:
+def base_record(spec: RunSpec, key: str, identity: dict[str, Any], hparam_source: dict[str, Any]) -> dict[str, Any]:
     """The provenance fields every record has, whatever the outcome."""
-    method = registry.method_class(spec.method)
-    dataset = registry.dataset_class(spec.dataset)
     return {
         "format": RECORD_FORMAT, "run_key": key, "spec": spec.to_dict(), "variant": spec.variant,
-        "hparam_source": hparam_source, "code_version": code_version(method, dataset),
-        "data_fingerprint": dataset().fingerprint(Path(spec.data_dir) if spec.data_dir else None,
-                                                  workspace.data_cache),
+        "hparam_source": hparam_source, "code_version": identity["code_version"],
+        "data_fingerprint": identity["data_fingerprint"], "numerics": identity["numerics"], "cpu_model": cpu_model(),
         "versions": package_versions(), "git_commit": git_commit(), "device": spec.device,
         "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
@@ -82,13 +49,14 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
     the run is also logged to MLflow."""
     from bench.trainer import NumericalFault, Trainer
 
-    key = spec.key(workspace.data_cache)
+    identity = spec.identity(workspace.data_cache)
+    key = spec.key(identity)
     path = record_path(workspace.results, key)
     resume = workspace.checkpoints / f"{key}.partial.pt"
     if path.exists():
         resume.unlink(missing_ok=True)  # left behind by a worker killed right after writing the record
         return Outcome("recorded", read_record(path))
-    claims = claims or ClaimStore(workspace.default_claims_url())
+    claims = claims or ClaimStore(workspace.claims_url())
     done_elsewhere = claims.done_record(key)
     if done_elsewhere is None and not claims.claim(key):
         return Outcome("elsewhere", None)
@@ -99,20 +67,20 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
         return Outcome("recorded", done_elsewhere)
     stop_heartbeat = claims.keep_alive(key)
     run_id = tracker.start(spec, key) if tracker else None
-    on_epoch = (lambda epoch, val_map, loss: tracker.epoch(run_id, epoch, val_map, loss)) if tracker else None
+    on_epoch = (lambda epoch, point: tracker.epoch(run_id, epoch, point)) if tracker else None
     try:
         trainer = Trainer(spec, workspace.data_cache, progress=progress)
-        record = base_record(spec, key, workspace, hparam_source or {"kind": "defaults"})
+        record = base_record(spec, key, identity, hparam_source or {"kind": "defaults"})
         try:
             record.update(status="done", **trainer.run(resume_path=resume, on_epoch=on_epoch))
-            trainer.save_checkpoint(workspace.checkpoints / f"{key}.pt")
+            trainer.save_best(workspace.checkpoints / f"{key}.pt")
         except NumericalFault as fault:
             record.update(status="failed", error=str(fault))
         write_record(workspace.results, record)
         resume.unlink(missing_ok=True)
         claims.finish(key, record)
     except BaseException:
-        claims.release(key)
+        release_quietly(claims, key)
         if tracker:
             tracker.end(run_id, "KILLED")
         raise
@@ -123,11 +91,20 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
     return Outcome("trained" if record["status"] == "done" else "failed", record)
 
 
+def release_quietly(claims: ClaimStore, key: str) -> None:
+    """Give the claim back while another error is on its way; a failure here is reported, never masks that error."""
+    try:
+        claims.release(key)
+    except Exception as error:  # noqa: BLE001 - the error being raised matters more
+        print(f"claims: could not release {key} ({type(error).__name__}); it goes stale and is taken over",
+              file=sys.stderr)
+
+
 def remove_failed(specs: list[RunSpec], workspace: Workspace, claims: ClaimStore) -> int:
     """Delete the failed records (and claims) of `specs` so that they are trained again; returns how many."""
     removed = 0
     for spec in specs:
-        key = spec.key(workspace.data_cache)
+        key = spec.key(spec.identity(workspace.data_cache))
         path = record_path(workspace.results, key)
         failed_here = path.exists() and read_record(path)["status"] != "done"
         failed_elsewhere = (claims.done_record(key) or {}).get("status") == "failed"

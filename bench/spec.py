@@ -1,9 +1,14 @@
 """RunSpec: the single, frozen description of one training run, and its run key.
 
 The run key is a hash of everything that changes the result: every field except `data_dir` (a location, not
-content), plus the dataset's content fingerprint, the code version (`bench.versions.code_version`) and the torch
-version. Same spec and same code give the same key; any change gives a different key. A finished run is found by its
-key and never trained twice.
+content), plus the run's identity (`RunSpec.identity`): the dataset's content fingerprint, the code version
+(`bench.versions.code_version`), the torch version and the numerics descriptor (`bench.numerics`: instruction set and
+thread count on CPU, GPU model on CUDA). Same spec, code and numerics give the same key; any change gives a different
+key. A finished run is found by its key and never trained twice.
+
+Hyperparameters: the trainer's are declared once, in TRAINING_HPARAMS, and their per-dataset defaults live in the
+dataset plugin (`Dataset.defaults`); a method's are declared in its plugin, with per-dataset defaults next to them
+(`Hyperparam.per_dataset`).
 """
 
 from __future__ import annotations
@@ -18,23 +23,33 @@ from typing import Any
 from bench import registry
 from bench.errors import UserError
 from bench.hparams import Hyperparam, resolve
+from bench.numerics import numerics
 from bench.observation import COLE_SEED, parse_protocol
 from bench.versions import code_version
 
-VAL_VARIANTS = ("clean", "observed")
+SEED_LIMIT = 2**32
+"""Seeds and label seeds are in [0, 2**32): what numpy's RandomState and torch's generators both accept."""
 
 TRAINING_HPARAMS: dict[str, Hyperparam] = {
-    "lr": Hyperparam(1e-3, "Adam learning rate of the backbone", low=0, low_open=True, high=1,
-                     search=(1e-4, 1e-2), log=True),
+    "lr": Hyperparam(1e-3, "Adam learning rate of the backbone", low=0, low_open=True, high=1, search_around=10.0,
+                     log=True),
+    "lr_schedule": Hyperparam("constant", "learning-rate schedule over the epochs: constant, or cosine decay",
+                              choices=("constant", "cosine")),
     "batch_size": Hyperparam(32, "training batch size", low=1, high=4096),
     "epochs": Hyperparam(5, "training epochs", low=1, high=1000),
     "head_lr_mult": Hyperparam(1.0, "learning-rate multiplier of the CAM head (LL/BG use 10)", low=0,
                                low_open=True, high=1000),
-    "boost_alpha": Hyperparam(5.0, "BoostLU alpha (>= 1)", low=1, high=100, search=(1.0, 10.0)),
+    "boost_alpha": Hyperparam(5.0, "BoostLU alpha (>= 1; only for variants with BoostLU)", low=1, high=100,
+                              search=(1.0, 10.0)),
     "image_size": Hyperparam(0, "image side in pixels (0 = the dataset's default, 448 for the real datasets)", low=0,
                              high=2048),
+    "backbone": Hyperparam("small-cnn", "backbone network", choices=("small-cnn", "resnet50", "resnet101")),
 }
-"""Hyperparameters of the trainer (as opposed to the method); their defaults come from the dataset plugin."""
+"""Hyperparameters of the trainer (as opposed to the method); their per-dataset defaults come from the dataset
+plugin's `defaults`."""
+
+BOOSTLU_ONLY = ("boost_alpha",)
+"""Trainer hyperparameters that exist only for variants with BoostLU (absent from the spec and key of the others)."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +61,11 @@ class RunSpec:
     seed: int
     hparams: tuple[tuple[str, Any], ...] = ()
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     batch_size: int = 32
     epochs: int = 5
     head_lr_mult: float = 1.0
-    boost_alpha: float = 5.0
+    boost_alpha: float | None = None
     image_size: int = 0
     boostlu_train: bool = False
     boostlu_infer: bool = False
@@ -57,7 +73,6 @@ class RunSpec:
     weights: str | None = None
     protocol: str = "single-positive"
     label_seed: int = COLE_SEED
-    val_variant: str = "clean"
     device: str = "cpu"
     data_dir: str | None = None
 
@@ -86,18 +101,20 @@ class RunSpec:
         fields["hparams"] = tuple(sorted(fields.get("hparams", {}).items()))
         return cls(**fields)
 
-    def key(self, cache_dir: Path) -> str:
-        """The run key (16 hex digits)."""
+    def identity(self, data_cache: Path) -> dict[str, Any]:
+        """What besides the spec decides the result: code version, data fingerprint, torch version, numerics."""
         import torch
 
         method = registry.method_class(self.method)
         dataset = registry.dataset_class(self.dataset)
-        data_dir = Path(self.data_dir) if self.data_dir else None
-        identity = {k: v for k, v in self.to_dict().items() if k != "data_dir"}
-        identity["code_version"] = code_version(method, dataset)
-        identity["data_fingerprint"] = dataset().fingerprint(data_dir, cache_dir)
-        identity["torch"] = torch.__version__.split("+")[0]
-        blob = json.dumps(identity, sort_keys=True, default=str).encode()
+        return {"code_version": code_version(method, dataset),
+                "data_fingerprint": dataset().fingerprint(Path(self.data_dir) if self.data_dir else None, data_cache),
+                "torch": torch.__version__.split("+")[0], "numerics": numerics(self.device)}
+
+    def key(self, identity: dict[str, Any]) -> str:
+        """The run key (16 hex digits) of this spec with `identity` (see `identity`)."""
+        fields = {k: v for k, v in self.to_dict().items() if k != "data_dir"}
+        blob = json.dumps({**fields, **identity}, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -111,34 +128,58 @@ def parse_variant(variant: str) -> tuple[str, bool, bool]:
     return variant, False, False
 
 
+def check_seed(name: str, value: Any) -> int:
+    """`value` as a seed in [0, 2**32); UserError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise UserError(f"{name} {value!r} must be an integer in [0, {SEED_LIMIT})")
+    return value
+
+
+def trainer_defaults(dataset: str) -> dict[str, Any]:
+    """The trainer hyperparameters' defaults on `dataset` (its plugin's `defaults` over the global ones)."""
+    declared = registry.dataset_class(dataset).defaults
+    return {name: declared.get(name, param.default) for name, param in TRAINING_HPARAMS.items()}
+
+
 def make_spec(dataset: str, variant: str, seed: int, *, overrides: dict[str, Any] | None = None,
-              protocol: str = "single-positive", label_seed: int = COLE_SEED, val_variant: str = "clean",
-              device: str = "cpu", data_dir: str | None = None, weights: str | None = None) -> RunSpec:
+              protocol: str = "single-positive", label_seed: int = COLE_SEED, device: str = "cpu",
+              data_dir: str | None = None, weights: str | None = None, strict: bool = True) -> RunSpec:
     """A validated RunSpec for `variant` on `dataset`.
 
-    `overrides` may hold trainer hyperparameters (lr, batch_size, epochs, head_lr_mult, boost_alpha, backbone) and
-    the method's own hyperparameters; anything else is a UserError.
+    `overrides` may hold trainer hyperparameters (TRAINING_HPARAMS) and the method's own. With `strict` (one run),
+    a name the variant does not use is a UserError; without it (a grid's overrides, shared by every variant), such
+    names are skipped for that variant, e.g. `boost_alpha` for variants without BoostLU or `delta_rel` for methods
+    other than LL.
     """
     method_name, boost_train, boost_infer = parse_variant(variant)
     method_cls = registry.method_class(method_name)
     dataset_cls = registry.dataset_class(dataset)
-    overrides = dict(overrides or {})
+    check_seed("seed", seed)
+    check_seed("label seed", label_seed)
     parse_protocol(protocol)
-    if val_variant not in VAL_VARIANTS:
-        raise UserError(f"unknown validation variant {val_variant!r}; use one of {', '.join(VAL_VARIANTS)}")
     if dataset_cls.needs_data_dir and not data_dir:
         raise UserError(f"dataset {dataset!r} needs --data DIR (the folder `pamlbench data prepare` wrote)")
-    default_backbone = dataset_cls.defaults.get("backbone", "small-cnn")
-    backbone = str(overrides.pop("backbone", default_backbone))
-    if weights is None and backbone == default_backbone:
-        weights = dataset_cls.defaults.get("weights")
-    trainer_given = {k: overrides.pop(k) for k in list(overrides) if k in TRAINING_HPARAMS}
-    trainer_defaults = {k: dataset_cls.defaults.get(k, p.default) for k, p in TRAINING_HPARAMS.items()}
-    trainer = resolve(TRAINING_HPARAMS, {**trainer_defaults, **trainer_given}, dataset, owner="the trainer")
-    method_hparams = resolve(method_cls.hparams, overrides, dataset, owner=f"method {method_name!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise UserError(f"seed {seed!r} must be a non-negative integer")
+    if not dataset_cls.needs_data_dir and data_dir and not dataset_cls.takes_data_dir:
+        raise UserError(f"dataset {dataset!r} is built in and takes no --data folder")
+    overrides = dict(overrides or {})
+    boosted = boost_train or boost_infer
+    unused = [name for name in overrides if (name in BOOSTLU_ONLY and not boosted)
+              or (name not in TRAINING_HPARAMS and name not in method_cls.hparams)]
+    if unused and strict:
+        if unused[0] in BOOSTLU_ONLY:
+            raise UserError(f"hyperparameter {unused[0]} applies only to variants with BoostLU, not {variant!r}")
+        known = ", ".join(sorted(method_cls.hparams)) or "none"
+        raise UserError(f"method {method_name!r} has no hyperparameter {unused[0]!r} (it has: {known}; and the "
+                        f"trainer's: {', '.join(TRAINING_HPARAMS)})")
+    given = {name: value for name, value in overrides.items() if name not in unused}
+    declared = {name: param for name, param in TRAINING_HPARAMS.items() if boosted or name not in BOOSTLU_ONLY}
+    defaults = trainer_defaults(dataset)
+    trainer_given = {name: given.pop(name) for name in list(given) if name in declared}
+    trainer = resolve(declared, {**{k: defaults[k] for k in declared}, **trainer_given}, dataset,
+                      owner="the trainer")
+    method_hparams = resolve(method_cls.hparams, given, dataset, owner=f"method {method_name!r}")
+    if weights is None and trainer["backbone"] == defaults["backbone"]:
+        weights = dataset_cls.default_weights
     return RunSpec(dataset=dataset, method=method_name, seed=seed, hparams=tuple(sorted(method_hparams.items())),
-                   boostlu_train=boost_train, boostlu_infer=boost_infer, backbone=backbone, weights=weights,
-                   protocol=protocol, label_seed=label_seed, val_variant=val_variant, device=device,
-                   data_dir=data_dir, **trainer)
+                   boostlu_train=boost_train, boostlu_infer=boost_infer, weights=weights, protocol=protocol,
+                   label_seed=label_seed, device=device, data_dir=data_dir, **trainer)

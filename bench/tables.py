@@ -1,6 +1,6 @@
 """Numbers behind the leaderboard, computed from a frame of run records (one row per record, see
-`bench.report.records_frame`): per-cell statistics over seeds, ranks, published-number deltas and paired BoostLU
-differences. Rendering (Markdown, LaTeX, CSV) lives in `bench.report`; nothing here formats text.
+`bench.report.records_frame`): per-cell statistics over seeds, tie groups and ranks (`bench.stats`), and paired
+BoostLU differences. Rendering (Markdown, LaTeX, CSV) lives in `bench.report`; nothing here formats text.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from bench import registry, stats
+from bench.errors import UserError
 from bench.spec import parse_variant
-
-ORACLE = "full"
 
 
 @dataclass
@@ -28,19 +28,20 @@ class Cell:
 
     @property
     def mean(self) -> float:
-        return sum(self.test_map.values()) / self.n if self.n else math.nan
+        return stats.mean(list(self.test_map.values()))
 
     @property
-    def std(self) -> float:
-        """Sample standard deviation (ddof = 1); 0 for a single seed."""
-        if self.n < 2:
-            return 0.0
-        mean = self.mean
-        return math.sqrt(sum((v - mean) ** 2 for v in self.test_map.values()) / (self.n - 1))
+    def half_width(self) -> float:
+        """Half width of the 95 % confidence interval of the mean (nan for one seed)."""
+        return stats.half_width(list(self.test_map.values()))
 
 
 def is_oracle(variant: str) -> bool:
-    return parse_variant(variant.split(" (")[0])[0] == ORACLE
+    """True for rows of a method that trains on the full labels (the upper reference, never ranked)."""
+    try:
+        return registry.method_class(parse_variant(variant.split(" (")[0])[0]).trains_on_full_labels
+    except UserError:
+        return False
 
 
 def variant_order(variants: list[str]) -> list[str]:
@@ -48,54 +49,67 @@ def variant_order(variants: list[str]) -> list[str]:
     return sorted(variants, key=lambda v: (not is_oracle(v), v))
 
 
-def cells(frame: pd.DataFrame) -> dict[tuple[str, str], Cell]:
-    """(variant, dataset) -> Cell. A seed with several finished records (impossible for one run key) keeps the first."""
+def cells(frame: pd.DataFrame, column: str = "test_map") -> dict[tuple[str, str], Cell]:
+    """(variant, dataset) -> Cell of `column` (the test mAP of one selection). A seed with several finished records
+    (impossible for one run key) keeps the first."""
     table: dict[tuple[str, str], Cell] = {}
     for row in frame.sort_values(["variant", "dataset", "seed", "run_key"]).itertuples():
         cell = table.setdefault((row.variant, row.dataset), Cell())
         if row.status == "done":
-            cell.test_map.setdefault(int(row.seed), float(row.test_map))
+            cell.test_map.setdefault(int(row.seed), float(getattr(row, column)))
         else:
             cell.failed += 1
     return table
 
 
+def ranked(table: dict[tuple[str, str], Cell], dataset: str) -> dict[str, dict[int, float]]:
+    """{variant: {seed: value}} of the partial-label variants with a result on `dataset`."""
+    return {v: c.test_map for (v, d), c in table.items() if d == dataset and c.n and not is_oracle(v)}
+
+
 def placements(table: dict[tuple[str, str], Cell], dataset: str) -> dict[str, int]:
-    """variant -> 1 (best) or 2 (second best) by mean on `dataset`, among non-oracle variants with a result."""
-    means = sorted({round(c.mean, 10) for (v, d), c in table.items() if d == dataset and c.n and not is_oracle(v)},
-                   reverse=True)
-    places = {}
-    for (variant, d), cell in table.items():
-        if d == dataset and cell.n and not is_oracle(variant):
-            place = means.index(round(cell.mean, 10)) + 1
-            if place <= 2:
-                places[variant] = place
-    return places
+    """variant -> 1 (best group) or 2 (second group) on `dataset`, ties inside the noise sharing a place."""
+    groups = stats.tie_groups(ranked(table, dataset))
+    return {variant: place for place, group in enumerate(groups[:2], 1) for variant in group}
 
 
 def average_ranks(table: dict[tuple[str, str], Cell], datasets: list[str]) -> dict[str, float]:
-    """Mean over datasets of each non-oracle variant's rank (1 = best; ties share the average rank)."""
+    """Mean over datasets of each partial-label variant's rank (1 = best; tied groups share their mean rank)."""
     ranks: dict[str, list[float]] = {}
     for dataset in datasets:
-        scores = pd.Series({v: c.mean for (v, d), c in table.items() if d == dataset and c.n and not is_oracle(v)})
-        for variant, rank in scores.rank(ascending=False, method="average").items():
-            ranks.setdefault(variant, []).append(float(rank))
+        for variant, rank in stats.tied_ranks(ranked(table, dataset)).items():
+            ranks.setdefault(variant, []).append(rank)
     return {variant: sum(r) / len(r) for variant, r in ranks.items()}
 
 
-def paired_boostlu(frame: pd.DataFrame) -> pd.DataFrame:
-    """For every method run with and without BoostLU (train + inference) on the same dataset and seeds: the mean
-    per-seed difference (with - without) of test mAP and on how many of the shared seeds it is positive."""
-    done = frame[frame.status == "done"]
-    rows = []
-    for (variant, dataset), boosted in done.groupby(["variant", "dataset"]):
-        if not variant.endswith("+boostlu"):
+@dataclass(frozen=True)
+class PairedDelta:
+    """With minus without BoostLU (train + inference), per shared seed, on one dataset."""
+
+    method: str
+    dataset: str
+    mean: float
+    half_width: float
+    positive: int
+    seeds: int
+    excludes_zero: bool
+
+
+def paired_boostlu(frame: pd.DataFrame, column: str = "test_map") -> list[PairedDelta]:
+    """For every method run with and without BoostLU on the same dataset and seeds: the per-seed differences of
+    `column`, their mean and 95 % interval, and on how many seeds they are positive."""
+    table = cells(frame, column)
+    pairs = []
+    for (variant, dataset), boosted in sorted(table.items()):
+        method = variant[: -len("+boostlu")] if variant.endswith("+boostlu") else None
+        if method is None or (method, dataset) not in table:
             continue
-        plain = done[(done.variant == variant[: -len("+boostlu")]) & (done.dataset == dataset)]
-        pairs = boosted.set_index("seed").test_map.to_frame("with").join(
-            plain.set_index("seed").test_map.to_frame("without"), how="inner")
-        if len(pairs):
-            delta = pairs["with"] - pairs["without"]
-            rows.append({"method": variant[: -len("+boostlu")], "dataset": dataset, "mean_delta": delta.mean(),
-                         "positive": int((delta > 0).sum()), "seeds": len(delta)})
-    return pd.DataFrame(rows, columns=["method", "dataset", "mean_delta", "positive", "seeds"])
+        delta = stats.paired_differences(boosted.test_map, table[(method, dataset)].test_map)
+        if delta:
+            pairs.append(PairedDelta(method, dataset, stats.mean(delta), stats.half_width(delta),
+                                     sum(d > 0 for d in delta), len(delta), stats.excludes_zero(delta)))
+    return pairs
+
+
+def finite(value: float) -> bool:
+    return value is not None and not math.isnan(value)

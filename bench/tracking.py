@@ -1,17 +1,21 @@
 """MLflow tracking: every training run (and every tuning trial) as an MLflow run a user can browse (`make ui`).
 
-Tracking URI: MLFLOW_TRACKING_URI if set, else a SQLite database in the cache folder (`.pamlbench/mlflow.db`; MLflow
-3 deprecates its file store), with artifacts in `.pamlbench/mlartifacts`. One experiment per (dataset, protocol);
-one run per training run with the whole RunSpec as params, tags (run key, git commit, package versions, label-draw
-checksum, device), per-epoch metrics (train_loss, val_map), final metrics (best_val_map, test_map) and artifacts
-(per-class AP, the record). Tuning trials are child runs of one parent run per study.
+Tracking URI: `Workspace.tracking_uri` (MLFLOW_TRACKING_URI if set, else a SQLite database in the cache folder,
+`.pamlbench/mlflow.db`; MLflow 3 deprecates its file store), with artifacts in `.pamlbench/mlartifacts`. One
+experiment per (dataset, protocol); one run per training run with the whole RunSpec as params, tags (run key, git
+commit, package versions, label-draw checksum, device, worker), per-epoch metrics (train_loss, val_map,
+val_map_observed, test_map, fn_memorised), final metrics (best_val_map, test_map) and artifacts (per-class AP, the
+record). Tuning trials are child runs of one parent run per study.
 
-The run record in results/ is the source of truth: a tracking failure (an unreachable server, say) is reported on
-one line and never stops or changes a run.
+The run record in results/ is the source of truth. A tracking store that cannot be opened at start is a UserError
+(within seconds: HTTP retries are capped); a failure later (a deleted or unwritable store, a server gone) is said
+once on stderr, tracking stops for the rest of the command, and training goes on. Runs left RUNNING by a killed
+process on this machine are marked KILLED when the next tracker starts.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -19,35 +23,59 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.claims import dead_local_worker, worker_name
 from bench.errors import UserError
 from bench.spec import RunSpec
 from bench.versions import git_commit, package_versions
 
-
-def default_tracking_uri(cache: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(cache / 'mlflow.db').resolve()}"
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""An unreachable server fails within seconds instead of MLflow's default retries of several minutes (a user's own
+settings of these variables win)."""
+EPOCH_METRICS = ("train_loss", "val_map", "val_map_observed", "test_map", "fn_memorised")
 
 
 class Tracker:
     """Logs runs to MLflow. Create it once per process, before the workers start training (it creates the database
     and runs its migrations under a file lock, so concurrent first starts are safe)."""
 
-    def __init__(self, cache: Path, uri: str | None = None) -> None:
-        import mlflow
+    def __init__(self, cache: Path, uri: str) -> None:
+        for name, value in HTTP_LIMITS.items():
+            os.environ.setdefault(name, value)
         from filelock import FileLock
         from mlflow.tracking import MlflowClient
 
-        self.uri = uri or default_tracking_uri(cache)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # no INFO lines about creating its tables
+
+        self.uri = uri
+        self.sqlite_file = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
         self.artifacts = (cache / "mlartifacts").resolve().as_uri()
-        cache.mkdir(parents=True, exist_ok=True)
+        self.worker = worker_name()
+        self.broken = False
         try:
-            with FileLock(str(cache / ".mlflow-init.lock"), timeout=300):
+            if self.sqlite_file is None:
                 self.client = MlflowClient(tracking_uri=self.uri)
-                self.client.search_experiments(max_results=1)  # creates and migrates the database
+                self.client.search_experiments(max_results=1)  # a server that cannot be reached fails here
+            else:
+                cache.mkdir(parents=True, exist_ok=True)
+                with FileLock(str(cache / ".mlflow-init.lock"), timeout=300):
+                    self.client = MlflowClient(tracking_uri=self.uri)
+                    self.client.search_experiments(max_results=1)  # creates and migrates the database
         except Exception as error:  # noqa: BLE001 - any backend failure is the user's configuration
-            raise UserError(f"cannot open MLflow tracking at {self.uri}: {str(error).splitlines()[0]}; set "
+            raise UserError(f"cannot open MLflow tracking at {self.uri}: {str(error).strip().splitlines()[0]}; set "
                             "MLFLOW_TRACKING_URI to a reachable server, or pass --no-tracking") from None
-        self.mlflow = mlflow
+        self.mark_killed_runs()
+
+    def mark_killed_runs(self) -> None:
+        """Mark KILLED the runs still RUNNING whose worker ran on this machine and is gone (a kill -9)."""
+        with self.guard("mark killed runs"):
+            self.check_store()
+            experiments = [e.experiment_id for e in self.client.search_experiments()]
+            if not experiments:
+                return
+            for run in self.client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'",
+                                               max_results=1000):
+                if dead_local_worker(run.data.tags.get("pamlbench.worker", "")):
+                    self.client.set_terminated(run.info.run_id, "KILLED")
 
     def experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -62,8 +90,12 @@ class Tracker:
         """Open a run for `spec`; returns its id, or None if tracking failed (reported)."""
         from mlflow.entities import Param, RunTag
 
+        if self.broken:
+            return None
         with self.guard("start"):
-            tags = {"pamlbench.run_key": run_key, "pamlbench.variant": spec.variant, "git_commit": git_commit(),
+            self.check_store()
+            tags = {"pamlbench.run_key": run_key, "pamlbench.variant": spec.variant, "pamlbench.worker": self.worker,
+                    "git_commit": git_commit(),
                     "device": spec.device, **{f"version.{k}": v for k, v in package_versions().items()}}
             if parent:
                 tags["mlflow.parentRunId"] = parent
@@ -76,25 +108,29 @@ class Tracker:
             return run.info.run_id
         return None
 
-    def epoch(self, run_id: str | None, epoch: int, val_map: float, train_loss: float) -> None:
-        if run_id is None:
+    def epoch(self, run_id: str | None, epoch: int, point: dict[str, float]) -> None:
+        """Log one epoch's metrics (`point` as the trainer reports it)."""
+        if run_id is None or self.broken:
             return
         from mlflow.entities import Metric
 
         with self.guard("log epoch"):
+            self.check_store()
             stamp = int(time.time() * 1000)
-            self.client.log_batch(run_id, metrics=[Metric("val_map", val_map, stamp, epoch),
-                                                   Metric("train_loss", train_loss, stamp, epoch)])
+            self.client.log_batch(run_id, metrics=[Metric(name, point[name], stamp, epoch)
+                                                   for name in EPOCH_METRICS if name in point])
 
     def finish(self, run_id: str | None, record: dict[str, Any]) -> None:
         """Final metrics, tags and artifacts of a finished (or failed) run."""
-        if run_id is None:
+        if run_id is None or self.broken:
             return
         with self.guard("finish"):
+            self.check_store()
             self.client.set_tag(run_id, "label_checksum", record.get("label_checksum", ""))
             if record["status"] == "done":
                 self.client.log_metric(run_id, "best_val_map", record["val_map"])
-                self.client.log_metric(run_id, "test_map", record["test_map"])
+                if "test_map" in record:
+                    self.client.log_metric(run_id, "test_map", record["test_map"])
                 self.client.log_metric(run_id, "best_epoch", record["best_epoch"])
                 self.client.log_dict(run_id, record["per_class_ap"], "per_class_ap.json")
             else:
@@ -103,14 +139,23 @@ class Tracker:
             self.client.set_terminated(run_id, "FINISHED" if record["status"] == "done" else "FAILED")
 
     def end(self, run_id: str | None, status: str) -> None:
-        if run_id is not None:
+        if run_id is not None and not self.broken:
             with self.guard("end"):
+                self.check_store()
                 self.client.set_terminated(run_id, status)
+
+    def check_store(self) -> None:
+        """Raise if the SQLite store's file was deleted: writes would go to a file nobody can open again."""
+        if self.sqlite_file is not None and not self.sqlite_file.exists():
+            raise FileNotFoundError(f"the tracking database {self.sqlite_file} was deleted")
 
     @contextmanager
     def guard(self, what: str):
+        """Run the block; on the first failure, say so once and stop tracking (callers check `broken` first)."""
         try:
             yield
         except Exception as error:  # noqa: BLE001 - tracking never stops a run
-            print(f"tracking: could not {what} in MLflow ({type(error).__name__}: {str(error).splitlines()[0]}); "
-                  "the run record is written anyway", file=sys.stderr)
+            self.broken = True
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            print(f"tracking: could not {what} in MLflow at {self.uri} ({type(error).__name__}: {detail}); MLflow "
+                  "tracking is off for the rest of this command, run records are written as always", file=sys.stderr)

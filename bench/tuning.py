@@ -1,11 +1,14 @@
-"""Hyperparameter tuning with Optuna: one study per (dataset, protocol, validation variant, method variant).
+"""Hyperparameter tuning with Optuna: one study per (dataset, protocol, label seed, variant, backbone, epochs).
 
 - Study name: deterministic (`study_name`), created with `load_if_exists`, so an interrupted search resumes and
   several `pamlbench tune` processes (one per GPU or machine) share one study through one storage.
-- Search space: the learning rate for every method, `boost_alpha` where BoostLU is on, and every method
-  hyperparameter that declares a search range (`Hyperparameter.search`); the same `n_trials` budget for all.
-- Sampler: TPE, seeded. Pruner: median (default) or Hyperband on the per-epoch validation mAP — the same
-  validation variant that selects epochs.
+- Search space (`search_ranges`, shown by `pamlbench list methods --dataset D`): the learning rate in a range
+  around the dataset's default, `boost_alpha` where BoostLU is on, and every method hyperparameter that declares a
+  range (`Hyperparam.search` / `search_around`), minus what the grid fixes; the same `n_trials` budget for all.
+- Trials train the grid's cell (its label draw, overrides and settings) with a seed outside the benchmark's seeds
+  (100 by default), so the search never sees the runs it will be reported on.
+- Sampler: TPE, seeded. Pruner: median (default) or Hyperband on the per-epoch validation mAP of `--val-variant`
+  (clean or observed labels), which also scores the trial.
 - Storage: an RDB URL (SQLite file by default, PostgreSQL for several machines) with heartbeats, so a trial whose
   worker was killed is marked failed after the grace period and retried (`RetryHeartbeatStaleTrialCallback`). The study
   stops when `n_trials` trials are complete or pruned, counted over all workers (`MaxTrialsCallback`): with W
@@ -26,39 +29,53 @@ from pathlib import Path
 from typing import Any
 
 from bench import registry
+from bench.claims import HEARTBEAT_SECONDS, first_line, redact
 from bench.errors import UserError
-from bench.records import RECORD_FORMAT
-from bench.spec import TRAINING_HPARAMS, RunSpec, make_spec, parse_variant
+from bench.records import RECORD_FORMAT, atomic_json
+from bench.spec import TRAINING_HPARAMS, RunSpec, parse_variant, trainer_defaults
 
 PRUNERS = ("median", "hyperband", "none")
-HEARTBEAT_SECONDS = 30
-"""Trial heartbeat interval; a trial whose worker has been silent for 3 intervals is failed and retried."""
 
 
-def study_name(spec: RunSpec) -> str:
-    """pamlbench/<dataset>/<protocol>/<val variant>/<variant>/<backbone>/<epochs>ep."""
-    return "/".join(["pamlbench", spec.dataset, spec.protocol, spec.val_variant, spec.variant, spec.backbone,
-                     f"{spec.epochs}ep"])
+def study_name(dataset: str, protocol: str, label_seed: int, variant: str, backbone: str, epochs: int) -> str:
+    """pamlbench/<dataset>/<protocol>/labels<label seed>/<variant>/<backbone>/<epochs>ep: one study per setting
+    whose tuned hyperparameters may differ (the validation variant is a property of the search, `--val-variant`)."""
+    return "/".join(["pamlbench", dataset, protocol, f"labels{label_seed}", variant, backbone, f"{epochs}ep"])
 
 
-def tuned_path(results: Path, name: str) -> Path:
-    return results / "tuned" / (re.sub(r"[^A-Za-z0-9_.+-]", "_", name) + ".json")
+def spec_study(spec: RunSpec) -> str:
+    return study_name(spec.dataset, spec.protocol, spec.label_seed, spec.variant, spec.backbone, spec.epochs)
 
 
-def search_space(spec: RunSpec) -> dict[str, Any]:
-    """name -> Hyperparam of everything tuned for `spec` (trainer lr, boost_alpha with BoostLU, method ranges)."""
-    space = {"lr": TRAINING_HPARAMS["lr"]}
-    if spec.boostlu_train or spec.boostlu_infer:
-        space["boost_alpha"] = TRAINING_HPARAMS["boost_alpha"]
-    method = registry.method_class(spec.method)
-    space.update({name: hp for name, hp in method.hparams.items() if hp.search is not None})
-    return space
+def tuned_path(tuned: Path, name: str) -> Path:
+    return tuned / (re.sub(r"[^A-Za-z0-9_.+-]", "_", name) + ".json")
 
 
-def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
+def search_ranges(dataset: str, variant: str) -> dict[str, tuple[float, float]]:
+    """name -> (low, high) of everything tuned for `variant` on `dataset`: the learning rate (around the dataset's
+    default), boost_alpha with BoostLU, and every method hyperparameter that declares a range."""
+    method_name, boost_train, boost_infer = parse_variant(variant)
+    defaults = trainer_defaults(dataset)
+    declared = {"lr": TRAINING_HPARAMS["lr"]}
+    if boost_train or boost_infer:
+        declared["boost_alpha"] = TRAINING_HPARAMS["boost_alpha"]
+    ranges = {name: hp.search_range(defaults[name]) for name, hp in declared.items()}
+    for name, hp in registry.method_class(method_name).hparams.items():
+        bounds = hp.search_range(hp.default_for(dataset))
+        if bounds is not None:
+            ranges[name] = bounds
+    return ranges
+
+
+def declaration(name: str, method: str):
+    """The Hyperparam declaring `name` (the trainer's or the method's)."""
+    return TRAINING_HPARAMS.get(name) or registry.method_class(method).hparams[name]
+
+
+def suggest(trial, method: str, ranges: dict[str, tuple[float, float]]) -> dict[str, Any]:
     values = {}
-    for name, hp in space.items():
-        low, high = hp.search
+    for name, (low, high) in ranges.items():
+        hp = declaration(name, method)
         if isinstance(hp.default, int) and not isinstance(hp.default, bool):
             values[name] = trial.suggest_int(name, int(low), int(high), log=hp.log)
         else:
@@ -79,7 +96,7 @@ def make_pruner(name: str, epochs: int):
 
 
 def open_study(name: str, storage_url: str, seed: int, pruner: str, epochs: int,
-               heartbeat: int = HEARTBEAT_SECONDS):
+               heartbeat: float = HEARTBEAT_SECONDS):
     """Create or load the study at `storage_url` (heartbeats on, failed trials retried)."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -87,8 +104,6 @@ def open_study(name: str, storage_url: str, seed: int, pruner: str, epochs: int,
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
     pruner_object = make_pruner(pruner, epochs)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
-
-    from bench.claims import first_line, redact
 
     races = (IntegrityError, ProgrammingError, optuna.exceptions.DuplicatedStudyError)
     attempt = 0
@@ -108,45 +123,51 @@ def open_study(name: str, storage_url: str, seed: int, pruner: str, epochs: int,
                             "and that the database server is running") from None
 
 
-def tune(dataset: str, variant: str, *, n_trials: int, storage_url: str, results: Path, data_cache: Path,
-         seed: int = 0, pruner: str = "median", overrides: dict[str, Any] | None = None, device: str = "cpu",
-         protocol: str = "single-positive", val_variant: str = "clean", data_dir: str | None = None,
-         tracker=None, progress: bool = True, heartbeat: int = HEARTBEAT_SECONDS) -> dict[str, Any]:
-    """Run (or resume, or join) the study of `variant` on `dataset` until `n_trials` trials are finished; save and
-    return its summary {study, n_trials, best_value, best_params, ...}."""
+def check_storage(url: str) -> None:
+    """UserError unless the Optuna storage at `url` can be opened (run before anything local is written)."""
+    import optuna
+
+    try:
+        optuna.storages.RDBStorage(url)
+    except Exception as error:  # noqa: BLE001 - a storage the user pointed to
+        raise UserError(f"cannot open Optuna storage {redact(url)}: {first_line(error)}; check the URL and that the "
+                        "database server is running") from None
+
+
+def tune(grid, base: RunSpec, workspace, *, n_trials: int, seed: int, pruner: str = "median",
+         val_variant: str = "clean", tracker=None, progress: bool = True,
+         heartbeat: float = HEARTBEAT_SECONDS) -> dict[str, Any]:
+    """Run (or resume, or join) the study of `base`'s cell until `n_trials` trials are finished; save and return
+    its summary {study, n_trials, best_value, best_params, ...}. Every trial's spec comes from `grid` (a
+    `bench.grid.Grid`): the cell with the suggested values, under the grid's overrides and label seed."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     from bench.trainer import NumericalFault, Trainer
 
-    if n_trials < 1:
-        raise UserError(f"--n-trials {n_trials} must be at least 1")
-    overrides = dict(overrides or {})
-    base = make_spec(dataset, variant, seed, overrides=overrides, protocol=protocol, val_variant=val_variant,
-                     device=device, data_dir=data_dir)
-    name = study_name(base)
-    space = search_space(base)
-    study = open_study(name, storage_url, seed, pruner, base.epochs, heartbeat)
-    parent = tracker.start(base, f"study {name}", name=f"study {variant} on {dataset}") if tracker else None
+    name = spec_study(base)
+    ranges = {k: v for k, v in search_ranges(base.dataset, base.variant).items() if k not in grid.overrides}
+    study = open_study(name, workspace.optuna_url(), seed, pruner, base.epochs, heartbeat)
+    parent = tracker.start(base, f"study {name}", name=f"study {base.variant} on {base.dataset}") if tracker else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    selected = "val_map" if val_variant == "clean" else "val_map_observed"
 
     def objective(trial: optuna.Trial) -> float:
-        values = suggest(trial, space)
-        spec = make_spec(dataset, variant, seed, overrides={**overrides, **values}, protocol=protocol,
-                         val_variant=val_variant, device=device, data_dir=data_dir)
+        values = suggest(trial, base.method, ranges)
+        spec = grid.base_spec(base.dataset, base.variant, seed, values)
         run_id = tracker.start(spec, f"trial {trial.number}", parent=parent,
                                name=f"trial {trial.number}") if tracker else None
 
-        def report(epoch: int, val_map: float, train_loss: float) -> None:
+        def report(epoch: int, point: dict[str, float]) -> None:
             if tracker:
-                tracker.epoch(run_id, epoch, val_map, train_loss)
-            trial.report(val_map, epoch)
+                tracker.epoch(run_id, epoch, point)
+            trial.report(point[selected], epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} (val mAP {val_map:.2f})")
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} (val mAP {point[selected]:.2f})")
 
         try:
-            result = Trainer(spec, data_cache, progress=progress).run(on_epoch=report)
+            result = Trainer(spec, workspace.data_cache, progress=progress).run(on_epoch=report)
         except optuna.TrialPruned:
             if tracker:
                 tracker.end(run_id, "KILLED")
@@ -156,13 +177,13 @@ def tune(dataset: str, variant: str, *, n_trials: int, storage_url: str, results
             if tracker:
                 tracker.end(run_id, "FAILED")
             raise
-        trial.set_user_attr("test_map", result["test_map"])
-        trial.set_user_attr("best_epoch", result["best_epoch"])
+        chosen = result["selections"][val_variant]
+        trial.set_user_attr("best_epoch", chosen["epoch"])
         if tracker:
             tracker.finish(run_id, {**result, "status": "done", "run_key": f"trial {trial.number}"})
-        print(f"tune {name}: trial {trial.number} val mAP {result['val_map']:.2f} with "
+        print(f"tune {name}: trial {trial.number} val mAP {chosen['val_map']:.2f} with "
               + ", ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
-        return result["val_map"]
+        return chosen["val_map"]
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     if sum(t.state in finished for t in study.get_trials(deepcopy=False)) < n_trials:
@@ -173,29 +194,26 @@ def tune(dataset: str, variant: str, *, n_trials: int, storage_url: str, results
     if not complete:
         raise UserError(f"study {name} has no complete trial (all pruned or failed); run more trials")
     summary = {
-        "format": RECORD_FORMAT, "study": name, "dataset": dataset, "variant": variant,
-        "method": parse_variant(variant)[0], "n_trials": sum(t.state in finished for t in trials),
+        "format": RECORD_FORMAT, "study": name, "dataset": base.dataset, "variant": base.variant,
+        "method": base.method, "n_trials": sum(t.state in finished for t in trials),
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),
         "failed": sum(t.state == TrialState.FAIL for t in trials),
         "epochs_trained": sum(len(t.intermediate_values) for t in trials),
         "best_value": study.best_value, "best_params": study.best_params, "best_trial": study.best_trial.number,
-        "seed": seed, "pruner": pruner, "protocol": protocol, "val_variant": val_variant,
-        "backbone": base.backbone, "epochs": base.epochs,
+        "seed": seed, "pruner": pruner, "protocol": base.protocol, "label_seed": base.label_seed,
+        "val_variant": val_variant, "backbone": base.backbone, "epochs": base.epochs,
     }
-    from bench.records import atomic_json
-
-    atomic_json(tuned_path(results, name), summary)
+    atomic_json(tuned_path(workspace.tuned, name), summary)
     if tracker:
         tracker.finish(parent, {"status": "done", "run_key": name, "val_map": summary["best_value"],
-                                "test_map": study.best_trial.user_attrs.get("test_map", float("nan")),
                                 "best_epoch": study.best_trial.user_attrs.get("best_epoch", 0),
                                 "per_class_ap": {}, "summary": summary})
     return summary
 
 
-def tuned_overrides(results: Path, spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(best params, hparam source) of the study saved for `spec`'s cell, or None when it was not tuned."""
-    path = tuned_path(results, study_name(spec))
+def tuned_overrides(tuned: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(best params, hparam source) of the study `name` saved in the folder `tuned`, or None when not tuned."""
+    path = tuned_path(tuned, name)
     if not path.exists():
         return None
     try:

@@ -45,8 +45,7 @@ def read_phase(raw: Path, phase: str) -> tuple[list[str], np.ndarray, list[str]]
 class Coco(PreparedDataset):
     name = "coco"
     summary = "MS-COCO 2014 (80 classes), Cole et al.'s formatting; needs `pamlbench data prepare coco`"
-    defaults = {"lr": 1e-5, "batch_size": 16, "epochs": 10, "backbone": "resnet50", "weights": "imagenet",
-                "head_lr_mult": 1.0}
+    defaults = {"lr": 1e-5, "batch_size": 16, "epochs": 10, "backbone": "resnet50", "head_lr_mult": 1.0}
     expected_sizes = (65665, 16416, 40137)
 
     def read_official(self, raw: Path) -> OfficialData:

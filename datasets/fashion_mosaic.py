@@ -9,7 +9,12 @@ Construction: the same mosaics as digits-mosaic (`bench.mosaic`, seed 0): 2x2 gr
 classes present; train and val mosaics come from disjoint per-class pools (600 / 200) of the official training
 images, test mosaics from a pool of 200 per class of the official test images. 4,000 / 1,000 / 1,000 mosaics.
 Harder than digits-mosaic (shirts, pullovers and coats look alike), so a second column whose ranks mean something.
-Horizontal flips are on: a mirrored garment is the same garment.
+
+Training regime (see the README, "The converged regime"): Adam at a constant 3e-3, batches of 32, 18 epochs, and no
+horizontal flips. A mirrored garment is the same garment, but flipping doubles the images a model has to memorise:
+with flips, assume-negative training was still not memorising after 20 epochs (validation mAP 2-3 points below its
+peak, seeds 100 and 101), beyond this benchmark's time budget; without them, 18 epochs is the smallest count at which
+the rule holds. The two mosaics are thus trained alike, without augmentation.
 """
 
 from __future__ import annotations
@@ -63,18 +68,23 @@ def build(files: dict[str, Path]) -> dict[str, np.ndarray]:
 
 
 def cache_path(files: dict[str, Path], cache_dir: Path) -> Path:
-    digest = hashlib.sha256("".join(f"{p.resolve()}:{p.stat().st_size}" for p in files.values()).encode())
+    """The cache file of the mosaics built from `files`: named after their paths, sizes and modification times, so
+    that changed source files are built anew (and give a new data fingerprint)."""
+    digest = hashlib.sha256("".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                                    for p in files.values()).encode())
     return cache_dir / f"fashion-mosaic-{VERSION}-{digest.hexdigest()[:8]}.npz"
 
 
 class FashionMosaic(Dataset):
     name = "fashion-mosaic"
     summary = "2x2 mosaics of 1-4 Fashion-MNIST items from the official IDX files, 10 classes, 56x56"
-    train_flip = True
-    defaults = {"lr": 3e-3, "batch_size": 32, "epochs": 5, "backbone": "small-cnn", "head_lr_mult": 1.0}
+    train_flip = False
+    takes_data_dir = True
+    defaults = {"lr": 3e-3, "lr_schedule": "constant", "batch_size": 32, "epochs": 18, "backbone": "small-cnn",
+                "head_lr_mult": 1.0}
 
-    @staticmethod
-    def available(data_dir: Path | None = None) -> bool:
+    @classmethod
+    def available(cls, data_dir: Path | None = None) -> bool:
         """True when the IDX files are present (make bench adds this column only then)."""
         try:
             idx_files(data_dir)

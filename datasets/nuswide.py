@@ -31,8 +31,7 @@ def load_npy(path: Path) -> np.ndarray:
 class NusWide(PreparedDataset):
     name = "nuswide"
     summary = "NUS-WIDE (81 classes) from Cole et al.'s formatted files; needs `pamlbench data prepare nuswide`"
-    defaults = {"lr": 1e-5, "batch_size": 16, "epochs": 10, "backbone": "resnet50", "weights": "imagenet",
-                "head_lr_mult": 1.0}
+    defaults = {"lr": 1e-5, "batch_size": 16, "epochs": 10, "backbone": "resnet50", "head_lr_mult": 1.0}
     expected_sizes = (120000, 30000, 60260)
 
     def read_official(self, raw: Path) -> OfficialData:

@@ -50,8 +50,7 @@ def read_phase(root: Path, phase: str) -> tuple[list[str], np.ndarray]:
 class Voc(PreparedDataset):
     name = "voc"
     summary = "PASCAL VOC 2012 (20 classes), Cole et al.'s formatting; needs `pamlbench data prepare voc`"
-    defaults = {"lr": 1e-5, "batch_size": 8, "epochs": 10, "backbone": "resnet50", "weights": "imagenet",
-                "head_lr_mult": 1.0}
+    defaults = {"lr": 1e-5, "batch_size": 8, "epochs": 10, "backbone": "resnet50", "head_lr_mult": 1.0}
     expected_sizes = (4574, 1143, 5823)
 
     def read_official(self, raw: Path) -> OfficialData:

@@ -7,7 +7,8 @@ With p = sigmoid(x), y = [observed == 1] and nl(u) = -ln(u + 1e-5), the clamped 
     WAN: l = y nl(p) + gamma (1 - y) nl(1 - p),  gamma = 1 / (C - 1)
 
 averaged over the B x C entries. The δ caps each entry at ln(1e5) ≈ 11.51; it is kept (rather than an exact logits
-BCE, as LL/BG use) so that AN reproduces the COLE/ZHOU rows of the published tables (METHODS_SPEC §4.12).
+BCE, as LL/BG use) so that AN reproduces the COLE/ZHOU rows of the published tables. (COLE, ZHOU, LL and BG name the
+four reference repositories: see docs/methods.md.)
 """
 
 import torch

@@ -9,7 +9,7 @@
 The focusing weight w = (1 - pt)^(gamma_pos y + gamma_neg (1 - y)), pt = p y + q (1 - y), is detached from the
 graph, as the reference's default `disable_torch_grad_focal_loss=True`; `focal_grad=true` lets gradients flow
 through it (`AsymmetricLossOptimized`'s default) — same value, different gradient. The reference toggles torch's
-global grad mode inside `forward` (and so re-enables grad under `no_grad`, METHODS_SPEC §4.11); this one detaches.
+global grad mode inside `forward` (and so re-enables grad under `no_grad`); this one detaches.
 Defaults gamma_neg = 4, gamma_pos = 0, clip = 0.05 (ASLR's COCO training script; the SPML ASL row gives none).
 """
 

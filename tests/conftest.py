@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.runner import Workspace
+from bench.workspace import Workspace
 
 
 @pytest.fixture(scope="session")

@@ -1,29 +1,60 @@
-"""Bad input: one line saying what is wrong and what to do, exit status 2, nothing written or corrupted."""
+"""Bad input: one line saying what is wrong and what to do, exit status 2, nothing written or corrupted.
+
+The trained project (one finished record, a grid file) is built once per session and copied for each case."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bench.cli import main
 
+GRID = "datasets = ['digits-mosaic']\nvariants = ['an']\nseeds = [0]\ndevice = 'cpu'\n[overrides]\nepochs = 1\n"
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory: pytest.TempPathFactory, cache_root: Path) -> Path:
+    """A working folder with one finished record (trained with MLflow tracking on) and a grid file."""
+    root = tmp_path_factory.mktemp("trained-project")
+    (root / "grid.toml").write_text(GRID)
+    here = Path.cwd()
+    os.chdir(root)
+    try:
+        assert main(["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-report"]) == 0
+    finally:
+        os.chdir(here)
+    return root
+
 
 @pytest.fixture
-def project(tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working folder with one finished record, a grid file and a shared data cache."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "grid.toml").write_text("datasets = ['digits-mosaic']\nvariants = ['an']\nseeds = [0]\n"
-                                        "device = 'cpu'\n[overrides]\nepochs = 1\n")
-    assert main(["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-report"]) == 0
-    return tmp_path
+def project(trained_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "project"
+    shutil.copytree(trained_project, folder)
+    monkeypatch.chdir(folder)
+    return folder
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and "cache" not in p.parts and not p.name.startswith(".claims")}
+    """Every file and folder under `folder` (claims databases aside: a worker's bookkeeping), with contents."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>") for p in sorted(folder.rglob("*"))
+            if not p.name.startswith(".claims")}
 
+
+BAD_GRIDS = {
+    "seeds not a list": ("seeds = 3", "field 'seeds': Input should be a valid list"),
+    "a string instead of a list of variants": ("variants = 'an'", "field 'variants': Input should be a valid list"),
+    "numbers as dataset names": ("datasets = [1]", "field 'datasets.0': Input should be a valid string"),
+    "empty list of seeds": ("seeds = []", "field 'seeds': List should have at least 1 item"),
+    "negative seed": ("seeds = [-1]", "field 'seeds.0': Input should be greater than or equal to 0"),
+    "seed beyond numpy's range": ("seeds = [4294967296]", "field 'seeds.0': Input should be less than 4294967296"),
+    "unknown key": ("epochs = 3", "field 'epochs': Extra inputs are not permitted"),
+    "overrides not a table": ("overrides = [1]", "field 'overrides': Input should be a valid dictionary"),
+    "unknown dataset name": ("datasets = ['imagenet']", "unknown dataset 'imagenet'"),
+}
 
 CASES = {
+    # names and hyperparameters
     "unknown method": (["run", "--method", "nope"], "unknown method 'nope'"),
     "unknown dataset": (["run", "--method", "an", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     "unknown variant suffix": (["run", "--method", "an+boost"], "unknown method 'an+boost'"),
@@ -32,19 +63,48 @@ CASES = {
     "boolean hyperparameter": (["run", "--method", "ll-r", "--set", "exact_schedule=maybe"], "true or false"),
     "negative learning rate": (["run", "--method", "an", "--set", "lr=-0.001"], "lr=-0.001 is out of range"),
     "boost_alpha below 1": (["run", "--method", "an+boostlu", "--set", "boost_alpha=0.5"], "boost_alpha=0.5"),
+    "boost_alpha without BoostLU": (["run", "--method", "an", "--set", "boost_alpha=3"],
+                                    "boost_alpha applies only to variants with BoostLU"),
     "delta_rel of 1 or more": (["run", "--method", "ll-r", "--set", "delta_rel=1"], "delta_rel=1.0 is out of range"),
     "hyperparameter of another method": (["run", "--method", "an", "--set", "ls_coef=0.1"], "has no hyperparameter"),
+    "unknown schedule": (["run", "--method", "an", "--set", "lr_schedule=step"], "is not one of constant, cosine"),
     "malformed --set": (["run", "--method", "an", "--set", "lr"], "NAME=VALUE"),
-    "warm-up not before the last epoch": (["run", "--method", "em-apl", "--set", "epochs=2", "--set",
-                                           "apl_warmup=2"], "apl_warmup=2 must be below epochs=2"),
     "unknown protocol": (["run", "--method", "an", "--protocol", "two-positive"], "unknown observation protocol"),
-    "unknown validation variant": (["run", "--method", "an", "--val-variant", "test"], "unknown validation variant"),
-    "unknown device": (["run", "--method", "an", "--device", "tpu"], "unknown device"),
+    "unknown device": (["run", "--method", "an", "--device", "tpu"], "invalid choice: 'tpu'"),
     "cuda without a GPU": (["run", "--method", "an", "--device", "cuda"], "no CUDA GPU is visible"),
     "missing backbone weights file": (["run", "--method", "an", "--set", "backbone=resnet50", "--weights",
                                        "missing.pth"], "weights file missing.pth does not exist"),
-    "unknown backbone": (["run", "--method", "an", "--set", "backbone=vgg"], "unknown backbone"),
+    "unknown backbone": (["run", "--method", "an", "--set", "backbone=vgg"], "is not one of small-cnn"),
+    # numbers out of their domain
+    "negative seed": (["run", "--method", "an", "--seed", "-1"], "a seed -1 must be in [0, 4294967296)"),
+    "seed beyond numpy's range": (["run", "--method", "an", "--seed", "4294967296"], "must be in [0, 4294967296)"),
+    "negative label seed": (["run", "--method", "an", "--label-seed", "-5"], "a seed -5 must be in"),
+    "negative bench seed": (["bench", "--config", "grid.toml", "--seeds", "-1"], "a seed -1 must be in"),
+    "zero threads": (["run", "--method", "an", "--threads", "0"], "--threads 0 must be at least 1"),
+    "negative threads": (["bench", "--config", "grid.toml", "--threads", "-2"], "--threads -2 must be at least 1"),
+    "zero heartbeat": (["tune", "--config", "grid.toml", "--heartbeat", "0"],
+                       "the heartbeat must be more than 0 seconds"),
+    "zero trials": (["tune", "--config", "grid.toml", "--n-trials", "0"], "--n-trials 0 must be at least 1"),
+    "unknown pruner": (["tune", "--config", "grid.toml", "--pruner", "foo"], "invalid choice: 'foo'"),
+    "bad override in a tune": (["tune", "--config", "grid.toml", "--set", "lr=x"], "lr='x' must be a number"),
+    # paths of the wrong kind
+    "results folder is a file": (["run", "--method", "an", "--results", "grid.toml"],
+                                 "--results grid.toml is a file, not a folder"),
+    "cache folder is a file": (["bench", "--config", "grid.toml", "--cache", "grid.toml"],
+                               "--cache grid.toml is a file, not a folder"),
+    "grid file is a folder": (["bench", "--config", "results"], "benchmark file results is a folder"),
     "missing grid file": (["bench", "--config", "absent.toml"], "cannot read benchmark file absent.toml"),
+    "leaderboard in a missing folder": (["bench", "--config", "grid.toml", "--out", "nowhere/board.md"],
+                                        "folder nowhere does not exist"),
+    "leaderboard is a folder": (["report", "--out", "results"], "--out results is a folder"),
+    "data folder is a file": (["bench", "--config", "grid.toml", "--data", "grid.toml"],
+                              "--data grid.toml is a file, not a folder"),
+    "data folder for a built-in dataset": (["run", "--method", "an", "--data", "results"],
+                                           "dataset 'digits-mosaic' is built in and takes no --data folder"),
+    "raw folder is a file": (["data", "prepare", "voc", "--raw", "grid.toml", "--out", "voc"],
+                             "--raw grid.toml is a file, not a folder"),
+    "misspelt results folder for report": (["report", "--results", "resluts"], "results folder resluts does not exist"),
+    # the rest
     "unknown report format": (["report", "--format", "pdf"], "invalid choice"),
     "unknown subcommand": (["train"], "invalid choice"),
     "storage that cannot connect": (["bench", "--config", "grid.toml", "--storage",
@@ -53,27 +113,49 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, project, cache_root, capsys):
-    args, message = CASES[case]
-    before = snapshot(project)
-    assert main([*args, "--cache", str(cache_root)] if args[0] in ("run", "bench") else args) == 2
+def run_case(args: list[str], cache: str | None, capsys) -> str:
+    full = [*args, "--cache", cache] if cache and args[0] in ("run", "bench", "tune") and "--cache" not in args \
+        else args
+    assert main(full) == 2
     err = capsys.readouterr().err
     assert err.startswith("pamlbench: error: ") and err.count("\n") == 1, err
-    assert message in err
+    assert "pamlbench: error: pamlbench" not in err  # no doubled prefix
     assert "secret" not in err  # passwords are never printed
+    return err
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, project, capsys):
+    args, message = CASES[case]
+    before = snapshot(project)
+    assert message in run_case(args, None, capsys)
+    assert snapshot(project) == before  # no results, claims, MLflow or Optuna database, lock file or folder
+
+
+@pytest.mark.parametrize("case", list(BAD_GRIDS))
+def test_malformed_grid_files(case, project, capsys):
+    text, message = BAD_GRIDS[case]
+    lines = {line.split(" = ")[0]: line for line in GRID.split("[overrides]")[0].splitlines()}
+    lines[text.split(" = ")[0]] = text
+    Path("bad.toml").write_text("\n".join(lines.values()) + "\n")
+    before = snapshot(project)
+    for command in ("bench", "tune"):
+        assert message in run_case([command, "--config", "bad.toml"], None, capsys)
     assert snapshot(project) == before
 
 
-def test_malformed_grid_files(project, capsys):
-    for text, message in (("datasets = [", "not valid TOML"), ("datasets=['digits-mosaic']\nvariants=['an']",
-                                                                "missing key 'seeds'"),
-                          ("datasets=['digits-mosaic']\nvariants=['an']\nseeds=[-1]", "non-negative integers"),
-                          ("datasets=['digits-mosaic']\nvariants=['an']\nseeds=[0]\nepochs=3", "unknown key 'epochs'")):
-        Path("bad.toml").write_text(text)
-        assert main(["bench", "--config", "bad.toml"]) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and message in err, err
+def test_grid_files_that_are_not_toml_or_not_utf8(project, capsys):
+    Path("broken.toml").write_text("datasets = [")
+    assert "not valid TOML" in run_case(["bench", "--config", "broken.toml"], None, capsys)
+    Path("latin1.toml").write_bytes("datasets = ['caf\xe9']\n".encode("latin-1"))
+    assert "is not UTF-8 text" in run_case(["bench", "--config", "latin1.toml"], None, capsys)
+
+
+def test_warm_up_not_before_the_last_epoch(project, cache_root, capsys):
+    message = run_case(["run", "--method", "em-apl", "--set", "epochs=2", "--set", "apl_warmup=2"], str(cache_root),
+                       capsys)
+    assert "apl_warmup=2 must be below epochs=2" in message
+    assert len(list(Path("results").glob("*.json"))) == 1
 
 
 def test_corrupt_results_file_is_named_and_kept(project, cache_root, capsys):
@@ -81,25 +163,22 @@ def test_corrupt_results_file_is_named_and_kept(project, cache_root, capsys):
     record.write_text('{"run_key": "x", "trunc')
     before = snapshot(project)
     for args in (["report"], ["bench", "--config", "grid.toml", "--cache", str(cache_root)]):
-        assert main(args) == 2
-        err = capsys.readouterr().err
-        assert f"corrupt results file {record}" in err and "delete it" in err and err.count("\n") == 1
+        err = run_case(args, None, capsys)
+        assert f"corrupt results file {record}" in err and "delete it" in err
     assert snapshot(project) == before
 
 
 def test_results_folder_not_writable(project, cache_root, capsys):
     Path("blocked").write_text("a file where a folder should be")
-    assert main(["run", "--method", "an", "--set", "epochs=1", "--results", "blocked", "--cache", str(cache_root)]) == 2
-    err = capsys.readouterr().err
-    assert "results folder blocked is not writable" in err and err.count("\n") == 1
+    err = run_case(["run", "--method", "an", "--set", "epochs=1", "--results", "blocked"], str(cache_root), capsys)
+    assert "--results blocked is a file, not a folder" in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
 def test_read_only_results_folder(project, cache_root, capsys):
     os.chmod("results", 0o555)
     try:
-        assert main(["run", "--method", "wan", "--set", "epochs=1", "--cache", str(cache_root)]) == 2
-        assert "is not writable" in capsys.readouterr().err
+        assert "is not writable" in run_case(["run", "--method", "wan", "--set", "epochs=1"], str(cache_root), capsys)
     finally:
         os.chmod("results", 0o755)
 
@@ -112,12 +191,11 @@ def test_checkpoint_from_another_model(project, cache_root, capsys):
     spec = make_spec("digits-mosaic", "wan", 0, overrides={"epochs": 1})
     checkpoints = cache_root / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    partial = checkpoints / f"{spec.key(cache_root / 'data')}.partial.pt"
+    partial = checkpoints / f"{spec.key(spec.identity(cache_root / 'data'))}.partial.pt"
     torch.save({"epoch": 0, "run_key_fields": spec.to_dict(), "model": {"layer.weight": torch.zeros(3)}}, partial)
     try:
-        assert main(["run", "--method", "wan", "--set", "epochs=1", "--device", "cpu", "--cache", str(cache_root)]) == 2
-        err = capsys.readouterr().err
-        assert "does not fit this model" in err and "delete it" in err and err.count("\n") == 1
-        assert not list(Path("results").glob("*wan*"))
+        err = run_case(["run", "--method", "wan", "--set", "epochs=1", "--device", "cpu"], str(cache_root), capsys)
+        assert "does not fit this model" in err and "delete it" in err
+        assert len(list(Path("results").glob("*.json"))) == 1
     finally:
         partial.unlink()

@@ -27,7 +27,7 @@ def test_split_sizes_shapes_and_label_counts(built):
 
 
 def test_labels_match_filled_cells(built):
-    """Every mosaic has at least as many non-empty cells as labels, and at most MAX_DIGITS."""
+    """Every mosaic has at least as many non-empty cells as labels, and at most MAX_ITEMS."""
     images, labels = built["train_images"], built["train_labels"]
     cells = images.reshape(len(images), 2, 28, 2, 28).max(axis=(2, 4)) > 0
     filled = cells.reshape(len(images), -1).sum(1)

@@ -26,15 +26,17 @@ def test_one_run_writes_a_complete_record(workspace):
     assert stored == record
     assert 0 < stored["test_map"] <= 100 and stored["best_epoch"] == 1
     assert set(stored["per_class_ap"]) == {str(d) for d in range(10)}
-    for field in ("curve", "train_seconds", "peak_memory_mb", "label_checksum", "versions", "git_commit",
-                  "code_version", "data_fingerprint", "image_shape", "determinism"):
+    for field in ("curve", "selections", "train_seconds", "peak_memory_mb", "label_checksum", "versions",
+                  "git_commit", "code_version", "data_fingerprint", "image_shape", "determinism", "numerics",
+                  "cpu_model"):
         assert field in stored
+    assert stored["numerics"]["device"] == "cpu" and stored["numerics"]["threads"] >= 1
     assert (workspace.checkpoints / f"{record['run_key']}.pt").exists()
     assert not (workspace.checkpoints / f"{record['run_key']}.partial.pt").exists()
 
 
 def test_resume_trains_nothing_already_recorded(workspace):
-    specs = Grid(["digits-mosaic"], ["an"], [0, 1], overrides=ONE_EPOCH, device="cpu").specs()
+    specs = Grid(["digits-mosaic"], ["an"], [0, 1], overrides=ONE_EPOCH, device="cpu").cells()
     assert run_grid(specs[:1], workspace, progress=False)["trained"] == 1
     first = sorted(p.stat().st_mtime_ns for p in workspace.results.glob("*.json"))
     assert run_grid(specs, workspace, progress=False) == {"trained": 1, "failed": 0, "recorded": 1, "elsewhere": 0}
@@ -47,7 +49,7 @@ def test_cpu_runs_are_deterministic(workspace, tmp_path):
     spec = make_spec("digits-mosaic", "an", 3, overrides=ONE_EPOCH)
     first = run_spec(spec, workspace, progress=False).record
     workspace.results.joinpath(f"{first['run_key']}.json").unlink()
-    ClaimStore(workspace.default_claims_url()).forget(first["run_key"])
+    ClaimStore(workspace.claims_url()).forget(first["run_key"])
     outcome = run_spec(spec, workspace, progress=False)
     second = outcome.record
     assert outcome.state == "trained"
@@ -71,7 +73,7 @@ def test_cli_bench_then_report_reproduces_leaderboard(tmp_path, cache_root):
     assert done.returncode == 0, done.stderr
     assert "4 run(s) trained, 0 failed" in done.stdout
     board = (tmp_path / "leaderboard.md").read_text()
-    main_table = board.split("\n## ")[1].split("\n\n")[1]
+    main_table = next(block for block in board.split("\n\n") if block.startswith("| method"))
     rows = {line.split("|")[1].strip(): line for line in main_table.splitlines() if line.startswith("| ")}
     assert "full (oracle)" in rows and "an" in rows
     full_mean = float(rows["full (oracle)"].split("|")[2].split("±")[0])
@@ -89,7 +91,9 @@ def test_cli_bench_then_report_reproduces_leaderboard(tmp_path, cache_root):
     (["run", "--method", "an", "--dataset", "nope"], "unknown dataset 'nope'"),
     (["run", "--method", "an", "--set", "lr=-0.1"], "lr=-0.1 is out of range"),
     (["run", "--method", "an", "--set", "lr"], "NAME=VALUE"),
-    (["run", "--method", "an", "--seed", "x"], "invalid int value"),
+    (["run", "--method", "an", "--seed", "x"], "a seed must be an integer, not 'x'"),
+    (["run", "--method", "an", "--seed", "-1"], "a seed -1 must be in [0, 4294967296)"),
+    (["run", "--method", "an", "--threads", "0"], "--threads 0 must be at least 1"),
     (["list", "things"], "invalid choice"),
     (["data", "info", "nope"], "unknown dataset"),
     (["bench", "--config", "missing.toml"], "cannot read benchmark file"),

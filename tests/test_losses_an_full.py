@@ -37,7 +37,7 @@ def test_an_entry_is_capped_by_log_epsilon():
 
 
 def test_an_gradient_for_observed_positive():
-    """∂l/∂x = -p(1-p)/(p+δ) / (B·C) for y = 1 (METHODS_SPEC §2, AN)."""
+    """∂l/∂x = -p(1-p)/(p+δ) / (B·C) for y = 1 (AN, docs/methods.md)."""
     logits = torch.tensor([[0.3, 0.0]], requires_grad=True)
     bench.load_method("an").batch_loss(logits, torch.tensor([[1.0, 0.0]]), epoch=1).backward()
     p = sigmoid(0.3)

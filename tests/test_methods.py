@@ -1,4 +1,4 @@
-"""Every method's loss against hand-computed values (METHODS_SPEC §2), plus the state it keeps across batches."""
+"""Every method's loss against hand-computed values (docs/methods.md), plus the state it keeps across batches."""
 
 import math
 
@@ -88,7 +88,7 @@ def test_asl_focal_weight_detached_by_default():
 
 def role_with(theta, observed, expected=1.0):
     method = bench.load_method("role", expected_num_pos=expected)
-    method.setup(TrainState(observed=torch.tensor(observed), epochs=2, dataset="x", expected_positives=expected))
+    method.setup(TrainState(observed=torch.tensor(observed), epochs=2, expected_positives=expected))
     with torch.no_grad():
         method.estimates.copy_(torch.tensor(theta))
     return method
@@ -100,7 +100,7 @@ def test_role_initialisation():
     observed = torch.zeros(50, 4)
     observed[:, 0] = 1
     observed[:, 3] = -1
-    method.setup(TrainState(observed=observed, epochs=2, dataset="x", expected_positives=1.0))
+    method.setup(TrainState(observed=observed, epochs=2, expected_positives=1.0))
     theta = method.estimates.detach()
     assert torch.allclose(theta[:, 0], torch.full((50,), 5.293305), atol=1e-5)
     assert torch.allclose(theta[:, 3], torch.full((50,), -5.293305), atol=1e-5)
@@ -159,7 +159,7 @@ def test_apl_pseudo_labels_only_after_warmup_only_negative_never_revised():
     observed = torch.zeros(20, 2)
     observed[:5, 0] = 1
     observed[5:8, 1] = 1
-    state = TrainState(observed=observed.clone(), epochs=4, dataset="x", expected_positives=1.0)
+    state = TrainState(observed=observed.clone(), epochs=4, expected_positives=1.0)
     method.setup(state)
     scores = torch.rand(20, 2, generator=torch.Generator().manual_seed(0))
     method.end_of_epoch(1, state, lambda: scores)
@@ -187,10 +187,10 @@ def test_apl_pseudo_labels_only_after_warmup_only_negative_never_revised():
 def test_apl_warmup_must_be_below_epochs():
     method = bench.load_method("em-apl", apl_warmup=5)
     with pytest.raises(bench.UserError, match="apl_warmup"):
-        method.setup(TrainState(observed=torch.zeros(3, 2), epochs=5, dataset="x", expected_positives=1.0))
+        method.setup(TrainState(observed=torch.zeros(3, 2), epochs=5, expected_positives=1.0))
 
 
-LL_TABLE = {  # METHODS_SPEC §2, k per epoch 1..10 with B = 16, the reference's float arithmetic
+LL_TABLE = {  # k per epoch 1..10 with B = 16 computed as the LL/BG code does (float arithmetic)
     ("ll-r", 20): [0, 2, 4, 5, 7, 9, 10, 12, 13, 15],
     ("ll-r", 80): [0, 7, 13, 20, 26, 33, 39, 45, 52, 58],
     ("ll-r", 81): [0, 7, 13, 20, 26, 33, 39, 46, 52, 59],
@@ -263,7 +263,7 @@ def test_ll_cp_changes_stored_labels_and_ll_ct_does_not():
     for scheme, changes in (("ll-cp", True), ("ll-ct", False), ("ll-r", False)):
         stored = torch.zeros(5, 4)
         stored[3] = observed[0]
-        state = TrainState(observed=stored, epochs=5, dataset="x", expected_positives=1.0)
+        state = TrainState(observed=stored, epochs=5, expected_positives=1.0)
         method = bench.load_method(scheme, delta_rel=0.25)
         method.after_step(logits, observed, torch.tensor([3]), 2, state)
         expected = stored.clone()

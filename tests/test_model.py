@@ -44,7 +44,7 @@ def test_alpha_five_boosts_positive_cams_inside_the_bias():
 
 @pytest.mark.parametrize("train_flag, infer_flag", [(False, False), (True, False), (False, True), (True, True)])
 def test_boostlu_flags_act_only_in_their_mode(train_flag, infer_flag):
-    model = make_model(boostlu_train=train_flag, boostlu_infer=infer_flag)
+    model = make_model(boost_alpha=5.0, boostlu_train=train_flag, boostlu_infer=infer_flag)
     images = torch.randn(2, 1, 56, 56)
     for training, flag in ((True, train_flag), (False, infer_flag)):
         model.train(training)
@@ -58,6 +58,13 @@ def test_boostlu_flags_act_only_in_their_mode(train_flag, infer_flag):
         assert torch.allclose(logits, boosted if flag else plain, atol=1e-6)
 
 
-def test_alpha_below_one_is_rejected():
-    with pytest.raises(UserError, match="boost_alpha"):
-        CamClassifier(SmallCNN(1), 10, boost_alpha=0.5)
+def test_alpha_below_one_is_rejected_once_where_it_is_declared():
+    from bench.spec import make_spec
+
+    with pytest.raises(UserError, match=r"boost_alpha=0.5 is out of range: it must be in \[1, 100\]"):
+        make_spec("digits-mosaic", "an+boostlu", 0, overrides={"boost_alpha": 0.5})
+
+
+def test_boostlu_without_alpha_is_a_programming_error():
+    with pytest.raises(ValueError, match="no boost_alpha"):
+        CamClassifier(SmallCNN(1), 10, boostlu_infer=True)

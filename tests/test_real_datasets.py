@@ -13,6 +13,7 @@ from bench.cli import main
 from bench.observation import single_positive
 from bench.prepared import cole_split, prepare
 from bench.records import read_records
+from bench.rundata import observed_labels
 
 
 def prepared(name, raw, out, **options):
@@ -46,9 +47,14 @@ def test_voc_prepare(tmp_path):
     kept = sorted(i for i, k in zip(ids, keep, strict=True) if k)
     images = (out / "images.txt").read_text().split()
     assert images[:len(train_rows)] == [f"JPEGImages/{kept[i]}.jpg" for i in train_rows]
-    observed = np.load(out / "observed_single-positive_1200.npy")
-    draw = single_positive(train_labels, 1200)
-    assert np.array_equal(observed, np.concatenate([draw[train_rows], draw[val_rows]]))
+    # one draw path: the trainer draws on the official train rows in their official order, as Cole et al. do before
+    # the split, for the prepared seed and any other
+    splits = registry.load_dataset("voc").load(out, tmp_path, image_size=16)
+    for seed in (1200, 7):
+        draw = single_positive(train_labels, seed)
+        assert np.array_equal(observed_labels(splits, "single-positive", seed),
+                              np.concatenate([draw[train_rows], draw[val_rows]]))
+    assert not list(out.glob("observed_*"))
     for name, digest in manifest["files"].items():
         import hashlib
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
@@ -81,10 +87,11 @@ def test_nuswide_and_openimages_prepare(tmp_path):
     assert prepared("nuswide", tmp_path / "nus-raw", tmp_path / "nus")["splits"] == {"train": 8, "val": 2, "test": 5}
     openimages_tree(tmp_path / "oi-raw")
     manifest = prepared("openimages", tmp_path / "oi-raw", tmp_path / "oi")
-    assert manifest["class_names"] == ["cat", "dog", "car"] and manifest["observed"] == [["annotated", 1200]]
+    assert manifest["class_names"] == ["cat", "dog", "car"] and manifest["annotated"] is True
     labels = np.load(tmp_path / "oi" / "labels.npy")
     assert set(np.unique(labels)) == {-1.0, 0.0, 1.0} and (labels == 1).sum(1).tolist() == [1] * 12
-    observed = np.load(tmp_path / "oi" / "observed_annotated_1200.npy")
+    splits = registry.load_dataset("openimages").load(tmp_path / "oi", tmp_path, image_size=16)
+    observed = observed_labels(splits, "annotated", 1200)
     assert np.array_equal(observed, np.where(labels[:8] == 1, 1, np.where(labels[:8] == 0, -1, 0)))
 
 
@@ -101,7 +108,7 @@ def test_decoded_cache_equals_decoding(tmp_path):
 
 
 ERRORS = {
-    "missing raw folder": (lambda raw: None, "raw folder"),
+    "missing raw folder": (lambda raw: None, "is missing, not a folder"),
     "missing annotation file": (lambda raw: (raw / "VOCdevkit/VOC2012/ImageSets/Main/dog_train.txt").unlink(),
                                 "missing VOC annotation file"),
     "annotation that does not parse": (lambda raw: (raw / "VOCdevkit/VOC2012/ImageSets/Main/cat_val.txt")
@@ -187,7 +194,10 @@ def test_fashion_mosaic_from_idx_files(tmp_path):
     assert plugin.available(tmp_path) and not plugin.available(tmp_path / "nowhere")
     splits = plugin.load(tmp_path, tmp_path / "cache")
     assert len(splits.train) == 4000 and splits.train.images.shape[1:] == (1, 56, 56)
-    assert plugin.fingerprint(tmp_path, tmp_path / "cache") == plugin.fingerprint(tmp_path, tmp_path / "cache")
+    first = plugin.fingerprint(tmp_path, tmp_path / "cache")
+    assert plugin.fingerprint(tmp_path, tmp_path / "rebuilt") == first  # a build from scratch gives the same data
+    idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 255, (8200, 28, 28)))  # other pixels, same size
+    assert plugin.fingerprint(tmp_path, tmp_path / "cache") != first
     (tmp_path / "bad-idx.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc"))
     with pytest.raises(Exception, match="truncated"):
         read_idx(tmp_path / "bad-idx.gz")

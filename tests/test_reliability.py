@@ -51,7 +51,7 @@ def metrics(results: Path) -> dict:
 # --- numerical faults ----------------------------------------------------------------------------------------------
 
 def test_non_finite_loss_is_recorded_as_failed_and_the_grid_goes_on(faulty_plugins, workspace):
-    specs = Grid(["digits-mosaic"], ["nan-after-epoch-1", "an"], [0], overrides={"epochs": 2}, device="cpu").specs()
+    specs = Grid(["digits-mosaic"], ["nan-after-epoch-1", "an"], [0], overrides={"epochs": 2}, device="cpu").cells()
     counts = run_grid(specs, workspace, progress=False)
     assert counts == {"trained": 1, "failed": 1, "recorded": 0, "elsewhere": 0}
     records = {r["variant"]: r for r in read_records(workspace.results)}
@@ -112,7 +112,7 @@ def test_resume_from_epoch_checkpoint_equals_uninterrupted(workspace, tmp_path):
     class Interrupt(Exception):
         pass
 
-    def stop_after_two(epoch, val_map, loss):
+    def stop_after_two(epoch, point):
         if epoch == 2:
             raise Interrupt
 
@@ -121,14 +121,14 @@ def test_resume_from_epoch_checkpoint_equals_uninterrupted(workspace, tmp_path):
         Trainer(spec, workspace.data_cache, progress=False).run(resume_path=partial, on_epoch=stop_after_two)
     assert torch.load(partial, weights_only=True)["epoch"] == 2
     resumed = Trainer(spec, workspace.data_cache, progress=False).run(resume_path=partial)
-    for field in ("val_map", "test_map", "best_epoch", "per_class_ap", "curve"):
+    for field in ("val_map", "test_map", "best_epoch", "per_class_ap", "curve", "selections"):
         assert resumed[field] == whole[field]
 
 
 def test_checkpoint_of_another_run_or_unsafe_pickle_is_refused(workspace, tmp_path):
     partial = tmp_path / "run.partial.pt"
 
-    def stop(epoch, val_map, loss):
+    def stop(epoch, point):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -172,8 +172,8 @@ def test_claims_are_exclusive_and_stale_claims_are_taken_over(tmp_path):
 
 def test_record_done_by_another_worker_is_copied(workspace):
     spec = make_spec("digits-mosaic", "an", 0, overrides={"epochs": 1})
-    key = spec.key(workspace.data_cache)
-    claims = ClaimStore(workspace.default_claims_url())
+    key = spec.key(spec.identity(workspace.data_cache))
+    claims = ClaimStore(workspace.claims_url())
     assert claims.claim(key)
     claims.finish(key, {"run_key": key, "status": "done", "spec": spec.to_dict(), "test_map": 1.0})
     outcome = run_spec(spec, workspace, claims=claims)

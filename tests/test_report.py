@@ -1,29 +1,42 @@
-"""The report from hand-written records: numbers, emphasis, failures, missing seeds, settings never mixed."""
+"""The report from hand-written records: intervals, tie marks, three selections, failures, settings never mixed."""
 
 import csv
 import io
+import json
 import random
 
 import pytest
 
 from bench import registry
+from bench.errors import UserError
+from bench.records import read_record
 from bench.report import leaderboard_markdown, table_export, write_report
 from bench.spec import make_spec
 from bench.versions import code_version
+from bench.workspace import Workspace
 
 
 def record(variant, seed, test_map, *, status="done", protocol="single-positive", dataset="digits-mosaic",
-           stale=False, source=None):
+           stale=False, source=None, observed=None, last=None, threads=2):
+    """A finished (or failed) record; `observed` / `last` are the test mAP of those selections (default test_map)."""
     spec = make_spec(dataset, variant, seed, protocol=protocol)
     current = code_version(registry.method_class(spec.method), registry.dataset_class(dataset))
-    result = {"run_key": f"{variant}-{seed}-{protocol}-{status}-{stale}", "spec": spec.to_dict(), "status": status,
-              "variant": spec.variant, "code_version": "0ld" if stale else current,
-              "hparam_source": source or {"kind": "defaults"}, "label_checksum": "abc", "data_fingerprint": "v1:x",
-              "image_shape": [1, 56, 56]}
+    result = {"format": 2, "run_key": f"{variant}-{seed}-{protocol}-{status}-{stale}-{threads}",
+              "spec": spec.to_dict(), "status": status, "variant": spec.variant,
+              "code_version": "0ld" if stale else current, "numerics": {"device": "cpu", "isa": "AVX2",
+                                                                       "threads": threads},
+              "cpu_model": "test CPU", "hparam_source": source or {"kind": "defaults"}, "label_checksum": "abc",
+              "data_fingerprint": "v1:x", "image_shape": [1, 56, 56]}
     if status == "done":
-        result.update(test_map=test_map, val_map=test_map, train_seconds=2.0, peak_memory_mb=100.0,
-                      per_class_ap={str(d): test_map for d in range(10)},
-                      curve=[{"epoch": 1, "train_loss": 1.0, "val_map": test_map}])
+        per_class = {str(d): test_map for d in range(10)}
+        picks = {"clean": test_map, "observed": test_map if observed is None else observed,
+                 "last": test_map if last is None else last}
+        result.update(test_map=test_map, val_map=test_map, best_epoch=1, per_class_ap=per_class, train_seconds=2.0,
+                      peak_memory_mb=100.0,
+                      selections={name: {"epoch": 1, "val_map": value, "test_map": value, "per_class_ap": per_class}
+                                  for name, value in picks.items()},
+                      curve=[{"epoch": 1, "train_loss": 1.0, "val_map": test_map, "val_map_observed": test_map,
+                              "test_map": test_map, "fn_memorised": 0.5}])
     else:
         result["error"] = "non-finite loss in epoch 2, batch 7"
     return result
@@ -32,45 +45,77 @@ def record(variant, seed, test_map, *, status="done", protocol="single-positive"
 @pytest.fixture
 def records():
     return ([record("full", s, 95.0 + s) for s in range(3)]
-            + [record("an", s, m) for s, m in enumerate([80.0, 82.0, 84.0])]
+            + [record("an", s, m, last=m - 10) for s, m in enumerate([80.0, 82.0, 84.0])]
             + [record("ls", s, m) for s, m in enumerate([85.0, 87.0])]          # seed 2 missing
             + [record("em", 0, 90.0), record("em", 1, 0, status="failed"), record("em", 2, 88.0)]
             + [record("wan", 0, 0, status="failed")]
             + [record("an+boostlu", s, m) for s, m in enumerate([81.0, 81.5, 86.0])])
 
 
-def rows_of(markdown: str, section: int = 0) -> dict[str, list[str]]:
-    table = markdown.split("\n## ")[1 + section].split("\n\n")[1]
+def rows_of(markdown: str, table: int = 0) -> dict[str, list[str]]:
+    """Rows of the `table`-th Markdown table (0: clean selection, 1: observed, 2: last epoch)."""
+    tables = [block for block in markdown.split("\n\n") if block.startswith("| ")]
     return {cells[0]: cells[1:] for cells in
-            ([c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:])}
+            ([c.strip() for c in line.strip("|").split("|")] for line in tables[table].splitlines()[2:])}
 
 
-def test_cells_mean_std_seeds_and_emphasis(records):
+def test_cells_are_mean_and_95_percent_interval(records):
     rows = rows_of(leaderboard_markdown(records))
-    assert rows["full (oracle)"][:2] == ["96.00 ± 1.00", "3"]          # the oracle is never bold
-    assert rows["an"][:2] == ["82.00 ± 2.00", "3"]
-    assert rows["ls"][:2] == ["<u>86.00 ± 1.41</u>", "2"]                # missing seed: n = 2; second best
-    assert rows["em"][:2] == ["**89.00 ± 1.41 (1 failed)**", "2"]        # best partial-label method
-    assert rows["an+boostlu"][0] == "82.83 ± 2.75"
+    assert rows["full (oracle)"][:2] == ["96.00 ± 2.48", "3"]            # t(0.975, 2) * 1 / sqrt(3)
+    assert rows["an"][0].strip("*<u>/") == "82.00 ± 4.97"
+    assert rows["ls"][0].strip("*<u>/") == "86.00 ± 12.71"              # two seeds: t(0.975, 1) = 12.71
     assert rows["wan"][:2] == ["failed", "0"]                            # a failure, never a number
+    assert "(1 failed)" in rows["em"][0]
     assert list(rows)[0] == "full (oracle)"
 
 
-def test_second_best_is_underlined_and_average_rank():
-    records = [record("an", 0, 70.0), record("ls", 0, 75.0), record("em", 0, 80.0)]
-    rows = rows_of(leaderboard_markdown(records))
-    assert rows["em"] == ["**80.00**", "1", "1.00"]
-    assert rows["ls"] == ["<u>75.00</u>", "1", "2.00"]
-    assert rows["an"] == ["70.00", "1", "3.00"]
+def five(values):
+    return dict(enumerate(values))
 
 
-def test_protocols_are_never_mixed_and_stale_records_are_left_out(records):
+@pytest.fixture
+def separated():
+    """a and b tied (paired differences straddle 0), c clearly below both, d clearly below c."""
+    a = [90.0, 91.0, 92.0, 90.0, 91.0]
+    b = [90.5, 90.2, 92.6, 89.4, 91.1]
+    c = [85.0, 86.0, 87.0, 85.0, 86.5]
+    d = [80.0, 81.0, 82.0, 80.0, 81.0]
+    return [record(v, s, m) for v, values in (("em", a), ("ll-r", b), ("ls", c), ("an", d))
+            for s, m in five(values).items()] + [record("full", s, 99.0) for s in range(5)]
+
+
+def test_ties_inside_the_noise_share_the_best_mark_and_rank(separated):
+    rows = rows_of(leaderboard_markdown(separated))
+    assert rows["em"][0].startswith("**") and rows["ll-r"][0].startswith("**")   # tied: both best
+    assert rows["ls"][0].startswith("<u>")                                       # second group
+    assert not rows["an"][0].startswith(("**", "<u>"))
+    assert not rows["full (oracle)"][0].startswith(("**", "<u>"))               # the oracle is never marked
+    assert [rows[v][-1] for v in ("em", "ll-r", "ls", "an")] == ["1.50", "1.50", "3.00", "4.00"]
+    assert rows["full (oracle)"][-1] == "–"
+
+
+def test_three_selections_from_the_same_runs(records):
+    board = leaderboard_markdown(records)
+    assert "Selected by clean validation" in board and "Selected by observed validation" in board
+    assert "Last epoch (no early stopping" in board
+    assert rows_of(board, 0)["an"][0].strip("*<u>/").startswith("82.00")
+    assert rows_of(board, 1)["an"][0].strip("*<u>/").startswith("82.00")
+    assert rows_of(board, 2)["an"][0].strip("*<u>/").startswith("72.00")    # last epoch: 10 points lower
+
+
+def test_protocols_and_numerics_are_never_mixed_and_stale_records_are_left_out(records):
     other = [record("an", s, 50.0 + s, protocol="partial-0.5") for s in range(2)]
+    one_thread = [record("an", s, 60.0, threads=1) for s in range(2)]
     stale = [record("an", 0, 10.0, stale=True)]
-    board = leaderboard_markdown(records + other + stale)
-    assert "## partial-0.5, clean validation" in board and "## single-positive, clean validation" in board
-    assert rows_of(board, 0)["an"][0] == "**50.50 ± 0.71**"  # alone in its table
-    assert rows_of(board, 1)["an"][0] == "82.00 ± 2.00"
+    board = leaderboard_markdown(records + other + one_thread + stale)
+    titles = [line for line in board.splitlines() if line.startswith("## ")]
+    assert titles == ["## partial-0.5 (label seed 1200), small-cnn, 12 epochs; numerics: cpu AVX2, 2 threads",
+                      "## single-positive (label seed 1200), small-cnn, 12 epochs; numerics: cpu AVX2, 1 thread",
+                      "## single-positive (label seed 1200), small-cnn, 12 epochs; numerics: cpu AVX2, 2 threads"]
+    sections = board.split("\n## ")
+    assert rows_of(sections[1])["an"][0] == "**50.50 ± 6.35**"   # alone in its table
+    assert rows_of(sections[2])["an"][0] == "**60.00 ± 0.00**"
+    assert rows_of(sections[3])["an"][0].strip("*<u>/") == "82.00 ± 4.97"
     assert "1 record(s) made by other code versions are not shown" in board
 
 
@@ -79,27 +124,40 @@ def test_failed_runs_are_listed(records):
     assert "### Failed runs" in board and "non-finite loss in epoch 2, batch 7" in board
 
 
-def test_paired_boostlu_difference(records):
+def test_paired_boostlu_difference_with_interval(records):
     board = leaderboard_markdown(records)
-    pairs = board.split("### BoostLU, paired per seed")[1].split("\n\n")[1]
-    assert "| an       | digits-mosaic | +0.83" in pairs and "| 2/3 " in pairs
+    pairs = board.split("### BoostLU, paired per seed, clean selection")[1].split("\n\n")[1]
+    row = next(line for line in pairs.splitlines() if line.startswith("| an "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # differences +1.0, -0.5, +2.0: mean +0.83, sd 1.26, half width 4.302653 * 1.258 / sqrt(3) = 3.13
+    assert cells == ["an", "digits-mosaic", "+0.83 ± 3.13", "2/3", "no"]
+
+
+def test_paired_boostlu_interval_that_excludes_zero():
+    records = ([record("an", s, 80.0 + s) for s in range(5)]
+               + [record("an+boostlu", s, 82.0 + s + (0.1 if s % 2 else -0.1)) for s in range(5)])
+    pairs = leaderboard_markdown(records).split("### BoostLU, paired per seed, clean selection")[1].split("\n\n")[1]
+    row = next(line for line in pairs.splitlines() if line.startswith("| an "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # differences 1.9, 2.1, 1.9, 2.1, 1.9: mean +1.98, sd 0.11, half width 2.776445 * 0.1095 / sqrt(5) = 0.14
+    assert cells == ["an", "digits-mosaic", "+1.98 ± 0.14", "5/5", "yes"]
 
 
 def test_ablation_table_when_its_cells_exist(records):
     board = leaderboard_markdown(records)
     ablation = board.split("### BoostLU ablation")[1].split("\n\n")[1].splitlines()
-    assert any("| an " in line and "82.00 ± 2.00" in line and "86.10" in line for line in ablation)
+    assert any("| an " in line and "82.00 ± 4.97" in line and "86.10" in line for line in ablation)
     assert any("ll-r+boostlu " in line and "–" in line and "89.27" in line for line in ablation)
 
 
 def test_published_numbers_and_delta(records, monkeypatch):
     import bench.report as report
 
-    table = report.published()
+    table = report.papers()
     patched = {**table, "main": {**table["main"], "values": {"an": {"digits-mosaic": 81.0}}}}
-    monkeypatch.setattr(report, "published", lambda: patched)
+    monkeypatch.setattr(report, "papers", lambda: patched)
     rows = rows_of(leaderboard_markdown(records))
-    assert rows["an"][:3] == ["82.00 ± 2.00", "81.00", "+1.00"]
+    assert rows["an"][1:3] == ["81.00", "+1.00"]
     assert rows["ls"][1:3] == ["–", "–"]
 
 
@@ -116,24 +174,55 @@ def test_same_records_same_bytes_whatever_their_order(records):
 def test_tuned_rows_are_separate(records):
     tuned = [record("an", 0, 90.0, source={"kind": "tuned", "study": "s", "n_trials": 20})]
     rows = rows_of(leaderboard_markdown(records + tuned))
-    assert rows["an (tuned)"][:2] == ["**90.00**", "1"] and rows["an"][:2] == ["82.00 ± 2.00", "3"]
+    assert rows["an (tuned)"][:2] == ["**90.00**", "1"] and rows["an"][1] == "3"
     assert "tuned: 20 trials, study s" in leaderboard_markdown(records + tuned)
 
 
 def test_csv_and_latex_exports(records):
-    rows = list(csv.DictReader(io.StringIO(table_export(records, "csv"))))
+    rows = list(csv.DictReader(io.StringIO(table_export(records, "csv").split("\n\n")[0])))
     an = next(r for r in rows if r["method"] == "an")
-    assert an["digits-mosaic"] == "82.00 ± 2.00" and an["seeds"] == "3"
+    assert an["digits-mosaic"].strip("*<u>/") == "82.00 ± 4.97" and an["seeds"] == "3"
     latex = table_export(records, "latex")
-    assert r"\textbf{89.00 $\pm$ 1.41 (1 failed)}" in latex and r"\begin{tabular}" in latex
+    assert r"\begin{tabular}" in latex and r"$\pm$" in latex and latex.count(r"\begin{tabular}") == 3
 
 
-def test_write_report_writes_per_class_csv_and_curves(records, tmp_path):
-    written = write_report(records, tmp_path / "leaderboard.md", tmp_path / "results")
+def test_write_report_writes_per_class_csv_and_figures(records, tmp_path):
+    workspace = Workspace(results=tmp_path / "results", cache=tmp_path / "cache")
+    written = write_report(records, tmp_path / "leaderboard.md", workspace)
     names = {p.name for p in written}
-    assert "val_map_curves.png" in names
+    assert any(n.startswith("val_curves_digits-mosaic") for n in names)
+    assert any(n.startswith("memorisation_digits-mosaic") for n in names)
     per_class = next(p for p in written if p.name.startswith("per_class_ap_digits-mosaic"))
     table = list(csv.reader(per_class.open()))
     assert table[0] == [""] + [str(d) for d in range(10)]
     assert ["an"] + ["82.00"] * 10 in table
-    assert "(results/figures/val_map_curves.png)" in (tmp_path / "leaderboard.md").read_text()
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "(results/figures/val_curves_digits-mosaic" in board and "(results/figures/memorisation_" in board
+
+
+def test_an_empty_results_folder_never_replaces_a_real_leaderboard(records, tmp_path):
+    workspace = Workspace(results=tmp_path / "results", cache=tmp_path / "cache")
+    out = tmp_path / "leaderboard.md"
+    write_report(records, out, workspace)
+    before = out.read_bytes()
+    with pytest.raises(UserError, match="refusing to replace"):
+        write_report([], out, workspace)
+    assert out.read_bytes() == before
+    write_report([], out, workspace, force=True)
+    assert "No run records yet" in out.read_text()
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda r: r.pop("status"), "status"), (lambda r: r["spec"].update(seed="zero"), "spec.seed"),
+    (lambda r: r.update(test_map="high"), "test_map"), (lambda r: r.pop("selections"), "selections"),
+    (lambda r: r["selections"].pop("last"), "selections.last"),
+])
+def test_a_record_of_the_wrong_shape_is_one_line_naming_the_file_and_field(records, tmp_path, change, field):
+    shaped = json.loads(json.dumps(records[0]))
+    change(shaped)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(shaped))
+    with pytest.raises(UserError) as error:
+        read_record(path)
+    message = str(error.value)
+    assert message.startswith(f"corrupt results file {path}: field '{field}") and "\n" not in message

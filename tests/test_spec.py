@@ -13,25 +13,61 @@ def spec():
     return make_spec("digits-mosaic", "an", 0)
 
 
+def key(spec, cache_root):
+    return spec.key(spec.identity(cache_root))
+
+
 def test_defaults_come_from_the_dataset(spec):
-    assert (spec.lr, spec.batch_size, spec.epochs, spec.backbone) == (3e-3, 32, 5, "small-cnn")
+    assert (spec.lr, spec.batch_size, spec.epochs, spec.backbone, spec.lr_schedule) == (
+        3e-3, 32, 12, "small-cnn", "constant")
+    assert make_spec("fashion-mosaic", "an", 0).epochs == 18
 
 
 def test_same_spec_same_key(spec, cache_root):
-    assert spec.key(cache_root) == make_spec("digits-mosaic", "an", 0).key(cache_root)
+    assert key(spec, cache_root) == key(make_spec("digits-mosaic", "an", 0), cache_root)
 
 
 @pytest.mark.parametrize("change", [
-    {"seed": 1}, {"lr": 1e-4}, {"batch_size": 16}, {"epochs": 2}, {"head_lr_mult": 10.0}, {"boost_alpha": 3.0},
-    {"boostlu_train": True}, {"boostlu_infer": True}, {"protocol": "partial-0.5"}, {"label_seed": 1},
-    {"val_variant": "observed"}, {"method": "full"}, {"device": "cuda"}, {"backbone": "resnet50"},
+    {"seed": 1}, {"lr": 1e-4}, {"batch_size": 16}, {"epochs": 2}, {"head_lr_mult": 10.0}, {"lr_schedule": "cosine"},
+    {"boostlu_train": True, "boost_alpha": 5.0}, {"boostlu_infer": True, "boost_alpha": 5.0},
+    {"protocol": "partial-0.5"}, {"label_seed": 1}, {"method": "full"}, {"device": "cuda"}, {"backbone": "resnet50"},
 ])
 def test_any_change_changes_the_key(spec, cache_root, change):
-    assert dataclasses.replace(spec, **change).key(cache_root) != spec.key(cache_root)
+    identity = spec.identity(cache_root)
+    assert dataclasses.replace(spec, **change).key(identity) != spec.key(identity)
+
+
+def test_boost_alpha_is_in_the_key_of_boostlu_variants_only(cache_root):
+    plain = make_spec("digits-mosaic", "an", 0, overrides={"boost_alpha": 3}, strict=False)
+    assert plain.boost_alpha is None and key(plain, cache_root) == key(make_spec("digits-mosaic", "an", 0),
+                                                                       cache_root)
+    boosted = make_spec("digits-mosaic", "an+boostlu", 0)
+    assert boosted.boost_alpha == 5.0
+    assert key(make_spec("digits-mosaic", "an+boostlu", 0, overrides={"boost_alpha": 3}), cache_root) != key(
+        boosted, cache_root)
+    with pytest.raises(UserError, match="applies only to variants with BoostLU"):
+        make_spec("digits-mosaic", "an", 0, overrides={"boost_alpha": 3})
+
+
+def test_thread_count_is_in_the_key(spec, cache_root):
+    """Thread count changes CPU numerics, so two thread counts never share a key (nor a leaderboard cell)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = spec.identity(cache_root)
+        torch.set_num_threads(2)
+        two = spec.identity(cache_root)
+    finally:
+        torch.set_num_threads(before)
+    assert one["numerics"]["threads"] == 1 and two["numerics"]["threads"] == 2
+    assert spec.key(one) != spec.key(two)
 
 
 def test_data_dir_is_a_location_not_part_of_the_key(spec, cache_root):
-    assert dataclasses.replace(spec, data_dir="/elsewhere").key(cache_root) == spec.key(cache_root)
+    identity = spec.identity(cache_root)
+    assert dataclasses.replace(spec, data_dir="/elsewhere").key(identity) == spec.key(identity)
 
 
 def test_code_change_changes_code_version(tmp_path):
@@ -67,10 +103,14 @@ def test_variant_names():
     ({"overrides": {"lr": "-1"}}, "lr"),
     ({"overrides": {"lr": "fast"}}, "must be a number"),
     ({"overrides": {"epochs": "2.5"}}, "must be an integer"),
-    ({"overrides": {"boost_alpha": "0.5"}}, "boost_alpha"),
+    ({"variant": "an+boostlu", "overrides": {"boost_alpha": "0.5"}}, "boost_alpha"),
     ({"overrides": {"unknown": "1"}}, "no hyperparameter"),
-    ({"val_variant": "dirty"}, "validation variant"),
+    ({"overrides": {"lr_schedule": "linear"}}, "is not one of constant, cosine"),
     ({"protocol": "two-positive"}, "protocol"),
+    ({"seed": -1}, r"seed -1 must be an integer in \[0, 4294967296\)"),
+    ({"seed": 2**32}, "must be an integer in"),
+    ({"label_seed": -3}, "label seed -3"),
+    ({"data_dir": "/tmp"}, "takes no --data folder"),
 ])
 def test_bad_values_are_user_errors(kwargs, message):
     args = {"dataset": "digits-mosaic", "variant": "an", "seed": 0} | kwargs

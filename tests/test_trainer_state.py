@@ -1,39 +1,43 @@
 """The trainer's side of the method contract: ROLE's estimates, LL-Cp's corrections, BoostLU flags, checkpoints."""
 
+import pytest
 import torch
+from torch import nn
 
 from bench.method import Method
 from bench.spec import make_spec
-from bench.trainer import Trainer
+from bench.trainer import Progress, Trainer, learning_rate_factor
 
 TWO_EPOCHS = {"epochs": 2}
 
 
-def test_role_estimates_move_and_are_checkpointed(cache_root):
+def test_role_estimates_move_and_are_checkpointed(cache_root, tmp_path):
     trainer = Trainer(make_spec("digits-mosaic", "role", 0, overrides=TWO_EPOCHS), cache_root, progress=False)
     initial = trainer.method.estimates.detach().clone()
-    trainer.run()
-    best = trainer.checkpoint["method"]["estimates"]
-    assert best.shape == initial.shape == (4000, 10)
-    assert (best - initial).abs().mean() > 1e-3
+    partial = tmp_path / "run.partial.pt"
+    trainer.run(resume_path=partial)
+    saved = torch.load(partial, weights_only=True)["method"]["estimates"]
+    assert saved.shape == initial.shape == (4000, 10)
+    assert (saved - initial).abs().mean() > 1e-3
+    assert torch.equal(saved, trainer.method.estimates.detach())
     restored = Trainer(make_spec("digits-mosaic", "role", 0, overrides=TWO_EPOCHS), cache_root, progress=False)
-    restored.method.load_state_dict(trainer.checkpoint["method"])
-    assert torch.equal(restored.method.estimates.detach(), best)
+    restored.method.load_state_dict({"estimates": saved})
+    assert torch.equal(restored.method.estimates.detach(), saved)
 
 
-def test_checkpoint_loads_with_weights_only(cache_root, tmp_path):
+def test_best_weights_load_with_weights_only(cache_root, tmp_path):
     trainer = Trainer(make_spec("digits-mosaic", "ll-cp", 0, overrides=TWO_EPOCHS), cache_root, progress=False)
     trainer.run()
     path = tmp_path / "best.pt"
-    trainer.save_checkpoint(path)
+    trainer.save_best(path)
     loaded = torch.load(path, weights_only=True)
-    assert set(loaded) == {"model", "method", "observed"}
+    assert set(loaded) == {"model"}
     model = Trainer(make_spec("digits-mosaic", "ll-cp", 0, overrides=TWO_EPOCHS), cache_root, progress=False).model
     model.load_state_dict(loaded["model"])
 
 
 def test_ll_cp_corrects_training_labels_during_training(cache_root):
-    spec = make_spec("digits-mosaic", "ll-cp", 0, overrides=TWO_EPOCHS)
+    spec = make_spec("digits-mosaic", "ll-cp", 0, overrides={**TWO_EPOCHS, "delta_rel": 0.01})
     trainer = Trainer(spec, cache_root, progress=False)
     before = trainer.state.observed.clone()
     trainer.run()
@@ -41,7 +45,8 @@ def test_ll_cp_corrects_training_labels_during_training(cache_root):
     # epoch 2 corrects ceil(32 * 10 * 0.01) = 4 entries per full batch, 125 batches
     assert 400 <= int(gained.sum()) <= 4000
     assert torch.equal(trainer.state.observed[before == 1], before[before == 1])
-    ll_ct = Trainer(make_spec("digits-mosaic", "ll-ct", 0, overrides=TWO_EPOCHS), cache_root, progress=False)
+    ll_ct = Trainer(make_spec("digits-mosaic", "ll-ct", 0, overrides={**TWO_EPOCHS, "delta_rel": 0.02}), cache_root,
+                    progress=False)
     ll_ct.run()
     assert torch.equal(ll_ct.state.observed, before)
 
@@ -87,3 +92,64 @@ def test_hook_order(cache_root):
     trainer.run()
     per_epoch = [("loss", 1), ("step", 1), ("loss", 1), ("step", 1), ("epoch_end", 1)]
     assert trainer.method.calls == per_epoch + [(kind, 2) for kind, _ in per_epoch]
+
+
+class FixedScores(nn.Module):
+    """A hand-made model: logit +2 for classes 0-4 and -2 for classes 5-9, whatever the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.training_logits = torch.tensor([2.0] * 5 + [-2.0] * 5)
+
+    def forward(self, images):
+        return self.scale * self.training_logits.expand(len(images), -1)
+
+
+def test_memorisation_share_on_a_hand_made_model(cache_root):
+    """Of the false negatives (truly positive, not observed), the share scored below 0.5 is exactly the share in
+    classes 5-9, the classes this model scores negative."""
+    trainer = Trainer(make_spec("digits-mosaic", "an", 0, overrides={"epochs": 1, "lr": 1e-12}), cache_root,
+                      progress=False)
+    labels = trainer.data.train_targets  # AN's observed labels: one positive per image
+    false_negatives = trainer.data.false_negatives
+    assert torch.equal(labels.sum(1), torch.ones(4000))
+    from bench.rundata import load_splits
+
+    truth = torch.as_tensor(load_splits("digits-mosaic", None, str(cache_root)).train.labels)
+    assert int(false_negatives.sum()) == int(truth.sum()) - 4000  # every positive but the observed one
+    trainer.model = FixedScores()
+    _, share = trainer.train_epoch(1)
+    expected = float(false_negatives[:, 5:].sum()) / float(false_negatives.sum())
+    assert 0.3 < expected < 0.7 and share == pytest.approx(expected, abs=1e-6)
+
+
+def test_selections_read_off_one_run():
+    values = [(50.0, 30.0), (70.0, 20.0), (70.0, 35.0), (60.0, 35.0)]
+    progress = Progress(curve=[{"val_map": clean, "val_map_observed": observed} for clean, observed in values])
+    assert progress.selected_epoch("clean") == 2  # the first of the tied best epochs
+    assert progress.selected_epoch("observed") == 3
+    assert progress.selected_epoch("last") == 4
+
+
+def test_learning_rate_schedules():
+    assert [learning_rate_factor("constant", e, 4) for e in (1, 4)] == [1.0, 1.0]
+    assert learning_rate_factor("cosine", 1, 4) == 1.0
+    assert learning_rate_factor("cosine", 3, 4) == pytest.approx(0.5)
+    assert 0 < learning_rate_factor("cosine", 4, 4) < 0.15
+
+
+def test_one_run_records_every_epoch_and_three_selections(cache_root):
+    result = Trainer(make_spec("digits-mosaic", "an", 0, overrides={"epochs": 3}), cache_root, progress=False).run()
+    assert [point["epoch"] for point in result["curve"]] == [1, 2, 3]
+    for point in result["curve"]:
+        assert set(point) == {"epoch", "train_loss", "val_map", "val_map_observed", "test_map", "fn_memorised"}
+        assert 0 <= point["fn_memorised"] <= 1
+    selections = result["selections"]
+    assert selections["last"]["epoch"] == 3
+    assert selections["last"]["test_map"] == result["curve"][-1]["test_map"]
+    clean = selections["clean"]
+    assert clean["val_map"] == max(point["val_map"] for point in result["curve"])
+    assert (result["test_map"], result["best_epoch"]) == (clean["test_map"], clean["epoch"])
+    observed = selections["observed"]
+    assert observed["val_map"] == max(point["val_map_observed"] for point in result["curve"])

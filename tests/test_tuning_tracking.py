@@ -38,7 +38,7 @@ def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path
     cache = tmp_path / "cache"
     assert main(["tune", "--config", "grid.toml", "--n-trials", "4", "--storage", storage, "--cache",
                  str(cache)]) == 0
-    name = "pamlbench/digits-mosaic/single-positive/clean/ls/small-cnn/3ep"
+    name = "pamlbench/digits-mosaic/single-positive/labels1200/ls/small-cnn/3ep"
     study = optuna.load_study(study_name=name, storage=storage)
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == 4 and "PRUNED" in states, states
@@ -72,7 +72,7 @@ def test_killed_tune_resumes_and_retries_the_lost_trial(tmp_path, cache_root):
     args = ("tune", "--config", "grid.toml", "--n-trials", "3", "--pruner", "none", "--storage", storage,
             "--cache", str(cache_root), "--no-tracking", "--heartbeat", "1")
     worker = pamlbench(*args, cwd=tmp_path)
-    name = "pamlbench/digits-mosaic/single-positive/clean/an/small-cnn/2ep"
+    name = "pamlbench/digits-mosaic/single-positive/labels1200/an/small-cnn/2ep"
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
@@ -108,7 +108,7 @@ def test_two_workers_on_postgresql_share_a_study_and_a_grid(tmp_path, cache_root
               for _ in range(2)]
     outputs = [worker.communicate(timeout=600) for worker in tuners]
     assert all(worker.returncode == 0 for worker in tuners), outputs
-    trials = optuna.load_study(study_name="pamlbench/digits-mosaic/single-positive/clean/an/small-cnn/1ep",
+    trials = optuna.load_study(study_name="pamlbench/digits-mosaic/single-positive/labels1200/an/small-cnn/1ep",
                                storage=postgres_url).trials
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))  # no duplicated trial
@@ -126,3 +126,37 @@ def test_two_workers_on_postgresql_share_a_study_and_a_grid(tmp_path, cache_root
         statuses = connection.execute(sa.text("SELECT status FROM pamlbench_claims")).scalars().all()
     engine.dispose()
     assert statuses == ["done"] * 4
+
+
+def test_tuning_ranges_follow_the_dataset(capsys):
+    from bench.tuning import search_ranges
+
+    voc = search_ranges("voc", "ll-r+boostlu")
+    assert voc["lr"] == pytest.approx((1e-6, 1e-4))  # around VOC's 1e-5: the papers' value can be tried
+    assert voc["delta_rel"] == pytest.approx((0.005 / 4, 0.005 * 4)) and voc["boost_alpha"] == (1.0, 10.0)
+    mosaic = search_ranges("digits-mosaic", "ll-r")
+    assert mosaic["lr"] == pytest.approx((3e-4, 3e-2)) and "boost_alpha" not in mosaic
+    assert main(["list", "methods", "ll-r", "--dataset", "voc"]) == 0
+    out = capsys.readouterr().out
+    assert "learning rate tuned in [1e-06, 0.0001]" in out and "delta_rel = 0.005" in out
+    assert "tuned in [0.00125, 0.02]" in out
+
+
+@pytest.mark.slow
+def test_tune_honours_the_label_seed(tmp_path, cache_root, monkeypatch):
+    import optuna
+
+    monkeypatch.chdir(tmp_path)
+    grid_file(tmp_path, variants=("an",), epochs=1)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    common = ["--config", "grid.toml", "--storage", storage, "--cache", str(cache_root), "--no-tracking"]
+    assert main(["tune", *common, "--n-trials", "1", "--pruner", "none", "--label-seed", "7"]) == 0
+    names = optuna.get_all_study_names(storage)
+    assert names == ["pamlbench/digits-mosaic/single-positive/labels7/an/small-cnn/1ep"]
+    # the draw of seed 7 is tuned, and a bench on seed 1200 does not reuse its result, one on seed 7 does
+    assert main(["bench", *common, "--no-report"]) == 0
+    assert main(["bench", *common, "--no-report", "--label-seed", "7"]) == 0
+    sources = {r["spec"]["label_seed"]: r["hparam_source"]["kind"] for r in read_records(tmp_path / "results")}
+    assert sources == {1200: "defaults", 7: "tuned"}
+    checksums = {r["spec"]["label_seed"]: r["label_checksum"] for r in read_records(tmp_path / "results")}
+    assert checksums[1200] != checksums[7]

@@ -1,0 +1,213 @@
+"""Faults: a full disk, SIGTERM, a tracking store gone, concurrent writers. One line, state released, nothing
+half-written, nothing finished lost."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bench.claims import ClaimStore
+from bench.errors import UserError
+from bench.records import atomic_text, read_records
+from bench.spec import make_spec
+
+GRID = "datasets = ['digits-mosaic']\nvariants = {variants!r}\nseeds = [0]\ndevice = 'cpu'\n[overrides]\nepochs = {e}\n"
+
+
+def pamlbench(*args, cwd, env_extra=None):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 96 KiB tmpfs (root only): a disk that fills up."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_error_naming_the_path_and_leaves_no_partial_file(tiny_disk):
+    (tiny_disk / "filler").write_bytes(b"x" * 60 * 1024)
+    path = tiny_disk / "results" / "record.json"
+    with pytest.raises(UserError, match=f"cannot write {path}: No space left on device"):
+        atomic_text(path, "y" * 200 * 1024)
+    assert [p.name for p in (tiny_disk / "results").iterdir()] == []
+
+
+def test_a_run_on_a_full_disk_fails_with_one_line_and_releases_its_claim(tiny_disk, tmp_path, cache_root):
+    """The epoch checkpoint cannot be written (the cache is on the full disk): one line, exit 2, claim released."""
+    from bench import registry
+
+    registry.load_dataset("digits-mosaic").fingerprint(None, cache_root / "data")  # built once, outside the disk
+    (tiny_disk / "filler").write_bytes(b"x" * 80 * 1024)
+    cache = tiny_disk / "cache"
+    (cache / "data").mkdir(parents=True)
+    os.symlink(cache_root / "data" / "digits-mosaic-v1.npz", cache / "data" / "digits-mosaic-v1.npz")
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--method", "an", "--set", "epochs=1",
+                           "--no-tracking", "--results", str(tmp_path / "results"), "--cache", str(cache)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "No space left on device" in done.stderr and "checkpoints" in done.stderr
+    assert not (cache / "checkpoints").exists() or not list((cache / "checkpoints").iterdir())
+    assert not list((tmp_path / "results").glob("*.json"))
+    claims = ClaimStore(f"sqlite:///{tmp_path / 'results' / '.claims.sqlite'}")
+    key = make_spec("digits-mosaic", "an", 0, overrides={"epochs": 1}).key(
+        make_spec("digits-mosaic", "an", 0, overrides={"epochs": 1}).identity(cache_root / "data"))
+    assert claims.claim(key)  # free again: the failed run gave its claim back
+
+
+@pytest.mark.slow
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, cache_root):
+    (tmp_path / "grid.toml").write_text(GRID.format(variants=["an", "wan"], e=3))
+    worker = pamlbench("bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-tracking", cwd=tmp_path)
+    deadline = time.time() + 300
+    checkpoints = cache_root / "checkpoints"
+    while time.time() < deadline and not (list((tmp_path / "results").glob("*.json"))
+                                          and list(checkpoints.glob("*.partial.pt"))):
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)  # a second signal during the cleanup changes nothing
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("pamlbench: terminated (SIGTERM); finished runs are kept")
+    assert "Traceback" not in err
+    records = read_records(tmp_path / "results")
+    assert len(records) >= 1 and all(r["status"] == "done" for r in records)
+    assert not list((tmp_path / "results").glob(".*.tmp"))
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'results' / '.claims.sqlite'}")
+    with engine.connect() as connection:
+        running = connection.execute(sa.text("SELECT count(*) FROM pamlbench_claims WHERE status = 'running'"))
+        assert running.scalar() == 0  # the interrupted cell's claim was given back
+    engine.dispose()
+    for partial in checkpoints.glob("*.partial.pt"):
+        partial.unlink()
+
+
+def test_concurrent_writers_of_one_artefact_never_collide(tmp_path):
+    """Every atomic write uses a unique temporary name: many writers of one file, no error, a whole file left."""
+    path = tmp_path / "figures" / "val_curves.png"
+    errors = []
+
+    def write(number: int) -> None:
+        try:
+            for _ in range(30):
+                atomic_text(path, f"writer {number} " * 1000)
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    text = path.read_text()
+    assert len(set(text.split())) == 2 and len(text) == len("writer 0 " * 1000)
+    assert [p.name for p in path.parent.iterdir()] == ["val_curves.png"]
+
+
+def test_files_are_readable_by_the_team(tmp_path):
+    path = tmp_path / "record.json"
+    atomic_text(path, "{}")
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_sqlite_claims_tables_are_created_by_two_workers_at_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'claims.sqlite'}"
+    stores, errors = [], []
+
+    def open_store() -> None:
+        try:
+            stores.append(ClaimStore(url))
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    for _ in range(5):
+        (tmp_path / "claims.sqlite").unlink(missing_ok=True)
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == [] and len(stores) == 20
+
+
+def test_unreachable_tracking_server_fails_within_seconds(tmp_path, cache_root):
+    (tmp_path / "grid.toml").write_text(GRID.format(variants=["an"], e=1))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--config", "grid.toml", "--cache",
+                           str(cache_root)], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ, MLFLOW_TRACKING_URI="http://127.0.0.1:9"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "cannot open MLflow tracking at http://127.0.0.1:9" in done.stderr
+    assert time.perf_counter() - started < 120  # MLflow's own retries would take about 4.5 minutes
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_deleted_tracking_store_is_said_once_and_training_goes_on(tmp_path, capsys):
+    from bench.tracking import Tracker
+
+    cache = tmp_path / "cache"
+    tracker = Tracker(cache, f"sqlite:///{cache / 'mlflow.db'}")
+    run = tracker.start(make_spec("digits-mosaic", "an", 0), "key")
+    assert run is not None
+    (cache / "mlflow.db").unlink()
+    for epoch in (1, 2, 3):
+        tracker.epoch(run, epoch, {"val_map": 50.0, "train_loss": 1.0})
+    tracker.finish(run, {"status": "done", "val_map": 50.0, "best_epoch": 1, "per_class_ap": {}})
+    err = capsys.readouterr().err
+    assert err.count("tracking:") == 1 and "was deleted" in err and "tracking is off" in err
+    assert tracker.broken
+
+
+def test_runs_of_a_killed_worker_are_marked_killed_by_the_next_tracker(tmp_path):
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    from bench.tracking import Tracker
+
+    cache = tmp_path / "cache"
+    uri = f"sqlite:///{cache / 'mlflow.db'}"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    first = Tracker(cache, uri)
+    first.worker = f"{socket.gethostname()}:{gone.pid}:{uuid.uuid4().hex[:6]}"  # as if run by a killed process
+    run = first.start(make_spec("digits-mosaic", "an", 0), "key")
+    alive = first.start(make_spec("digits-mosaic", "an", 1), "key2")
+    MlflowClient(uri).set_tag(alive, "pamlbench.worker", f"{socket.gethostname()}:{os.getpid()}:abcdef")
+    assert MlflowClient(uri).get_run(run).info.status == "RUNNING"
+    Tracker(cache, uri)
+    assert MlflowClient(uri).get_run(run).info.status == "KILLED"
+    assert MlflowClient(uri).get_run(alive).info.status == "RUNNING"  # a live worker's run is left alone
+
+
+def test_figures_missing_from_the_leaderboard_are_redrawn(tmp_path, cache_root):
+    (tmp_path / "grid.toml").write_text(GRID.format(variants=["full", "an"], e=1))
+    common = ["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-tracking"]
+    assert subprocess.run([sys.executable, "-m", "bench.cli", *common], cwd=tmp_path, capture_output=True,
+                          timeout=300).returncode == 0
+    figure = tmp_path / "results" / "figures" / "cam_attribution_digits-mosaic.png"
+    assert figure.exists() and f"({Path('results/figures') / figure.name})" in (tmp_path / "leaderboard.md").read_text()
+    figure.unlink()
+    again = subprocess.run([sys.executable, "-m", "bench.cli", *common], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and "0 run(s) trained" in again.stdout and figure.exists()

@@ -1,0 +1,53 @@
+"""The report's statistics on hand-made numbers: intervals, the tie rule, groups and tied ranks."""
+
+import math
+
+import pytest
+
+from bench import stats
+
+
+def test_interval_is_students_t_half_width():
+    values = [80.0, 82.0, 84.0]  # mean 82, sample sd 2
+    assert stats.half_width(values) == pytest.approx(4.302653 * 2 / math.sqrt(3), rel=1e-6)
+    assert math.isnan(stats.half_width([80.0]))
+    assert stats.half_width([5.0, 5.0, 5.0]) == 0.0
+
+
+def test_paired_differences_use_shared_seeds_only():
+    assert stats.paired_differences({0: 3.0, 1: 5.0, 2: 9.0}, {1: 4.0, 2: 4.0, 3: 0.0}) == [1.0, 5.0]
+
+
+def test_tie_when_the_paired_interval_contains_zero():
+    base = {0: 80.0, 1: 82.0, 2: 84.0, 3: 81.0, 4: 83.0}
+    noisy = {0: 81.0, 1: 81.5, 2: 85.0, 3: 80.0, 4: 83.5}  # differences +1, -0.5, +1, -1, +0.5: straddle 0
+    steady = {seed: value + 0.4 for seed, value in base.items()}  # +0.4 on every seed: small but certain
+    assert stats.tied(base, noisy)
+    assert not stats.tied(base, steady)
+    assert stats.excludes_zero([0.4] * 5) and not stats.excludes_zero([1.0, -0.5, 1.0, -1.0, 0.5])
+
+
+def test_without_two_shared_seeds_only_equal_means_tie():
+    assert stats.tied({0: 70.0}, {0: 70.0})
+    assert not stats.tied({0: 70.0}, {0: 70.1})
+    assert not stats.tied({0: 70.0, 1: 72.0}, {2: 70.0, 3: 72.5})
+
+
+def test_groups_and_tied_ranks():
+    results = {
+        "a": {0: 90.0, 1: 91.0, 2: 92.0},
+        "b": {0: 90.5, 1: 90.0, 2: 92.0},   # tied with a (differences +0.5, -1, 0... straddle 0)
+        "c": {0: 85.0, 1: 86.0, 2: 87.0},   # clearly below a and b
+        "d": {0: 80.0, 1: 81.0, 2: 82.0},   # clearly below c
+    }
+    assert stats.tie_groups(results) == [["a", "b"], ["c"], ["d"]]
+    assert stats.tied_ranks(results) == {"a": 1.5, "b": 1.5, "c": 3.0, "d": 4.0}
+
+
+def test_group_membership_is_judged_against_the_leader():
+    # b ties a, c ties b but not a: c starts the second group
+    results = {"a": {0: 10.0, 1: 10.0, 2: 10.0}, "b": {0: 9.5, 1: 10.3, 2: 9.3},
+               "c": {0: 9.0, 1: 9.1, 2: 9.2}}
+    assert stats.tied(results["a"], results["b"]) and stats.tied(results["b"], results["c"])
+    assert not stats.tied(results["a"], results["c"])
+    assert stats.tie_groups(results) == [["a", "b"], ["c"]]
