@@ -438,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     previous = {signum: signal.signal(signum, stop_on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    interrupted = False
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, "threads", None) is not None:
@@ -449,13 +450,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pamlbench: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
+        interrupted = True
         signum = getattr(interrupt, "signum", signal.SIGINT)
         name = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
         print(f"pamlbench: {name}; finished runs are kept, run the same command again to resume", file=sys.stderr)
         return 128 + int(signum)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if not interrupted:  # after a signal they stay ignored: the process is on its way out
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     return 0
 
 

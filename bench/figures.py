@@ -36,6 +36,7 @@ from bench.spec import TRAINING_HPARAMS, RunSpec  # noqa: E402
 from bench.workspace import Workspace  # noqa: E402
 
 SETTING = ["protocol", "label_seed", "backbone", "epochs", "numerics"]
+"""What separates two figures of one dataset."""
 
 
 def picks() -> dict[str, Any]:
@@ -78,9 +79,9 @@ def record_figures(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: 
     chosen = picks()
     written = []
     for (dataset, *setting), runs in done.groupby(["dataset", *SETTING]):
-        from bench.report import setting_slug
+        from bench.report import file_slug
 
-        slug = f"{dataset}_{setting_slug(tuple(setting))}"
+        slug = file_slug(dataset, *setting)
         keys = {variant: list(group.sort_values("seed").run_key) for variant, group in runs.groupby("variant")}
         methods = [m for m in chosen["curve_methods"] if m in keys or f"{m}+boostlu" in keys]
         if methods:

@@ -1,8 +1,8 @@
 """The leaderboard, generated from run records alone (`pamlbench report`).
 
-Records are grouped into one section per setting (observation protocol, label seed, backbone, epochs, numerics),
-and a dataset whose records come from different data (content fingerprints) gets one column per fingerprint: runs
-that differ in any of these are never averaged in one cell. Every run yields three results (`bench.trainer`): the
+Records are grouped into one section per setting (observation protocol, label seed, backbone, numerics), and a
+dataset whose records differ in their number of epochs or their data (content fingerprint) gets one column for each:
+runs that differ in any of these are never averaged in one cell. Every run yields three results (`bench.trainer`): the
 test mAP at the epoch of best clean validation mAP (the papers' protocol), at the epoch of best observed-label
 validation mAP (realistic: no clean labels), and at the last epoch (no early stopping); each gets its table. In a
 table a row is a method variant (with where its hyperparameters came from), a column a dataset, a cell the mean ±
@@ -33,7 +33,9 @@ from bench.tables import Cell, average_ranks, cells, finite, is_oracle, paired_b
 from bench.versions import code_version
 from bench.workspace import Workspace
 
-SETTING_COLUMNS = ["protocol", "label_seed", "backbone", "epochs", "numerics"]
+SETTING_COLUMNS = ["protocol", "label_seed", "backbone", "numerics"]
+"""What makes two tables: records that differ in these are never in one table. Within a table, a dataset whose records
+differ in their number of epochs or their data (fingerprint) gets one column for each (`separate_columns`)."""
 PAPERS_FILE = Path(__file__).with_name("papers.toml")
 FORMATS = ("md", "csv", "latex")
 SELECTIONS = {
@@ -98,16 +100,18 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "error": record.get("error", ""),
             "current": record.get("code_version") == current_code_version(spec["method"], spec["dataset"]),
         })
-    columns = ["run_key", "status", "dataset", "variant", "seed", *SETTING_COLUMNS, "current"]
+    columns = ["run_key", "status", "dataset", "variant", "seed", "epochs", *SETTING_COLUMNS, "current"]
     return pd.DataFrame(rows, columns=columns if not rows else None)
 
 
-def separate_data_versions(frame: pd.DataFrame) -> pd.DataFrame:
-    """Give a dataset whose records come from different data (fingerprints) one column per fingerprint."""
+def separate_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Give a dataset whose records differ in their number of epochs, or come from different data (fingerprints),
+    one column for each: 'dataset (12 epochs)', 'dataset (data v1:ab12...)'."""
     frame = frame.copy()
-    versions = frame.groupby("dataset").data_fingerprint.nunique()
-    ambiguous = frame.dataset.map(versions) > 1
-    frame.loc[ambiguous, "dataset"] = frame.dataset + " (data " + frame.data_fingerprint.astype(str) + ")"
+    for field, label in (("epochs", lambda v: f"{v} epochs"), ("data_fingerprint", lambda v: f"data {v}")):
+        versions = frame.groupby("dataset")[field].nunique()
+        ambiguous = frame.dataset.map(versions) > 1
+        frame.loc[ambiguous, "dataset"] = frame.dataset + " (" + frame[field].map(label) + ")"
     return frame
 
 
@@ -188,14 +192,47 @@ def boostlu_pair_rows(frame: pd.DataFrame, selection: str) -> tuple[list[str], l
             "CI excludes 0"], rows
 
 
+def regime_rows(frame: pd.DataFrame, records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:
+    """Per dataset, the regime criteria on the recorded validation curves (means over seeds): the oracle's gain over
+    the last quarter of the epochs, and the memorising variant's drop from its peak; None without both."""
+    regime = papers()["regime"]
+    by_key = {r["run_key"]: r for r in records}
+    done = frame[frame.status == "done"]
+    rows = []
+    for dataset, runs in done.groupby("dataset"):
+        oracle = runs[runs.variant.map(is_oracle) & ~runs.variant.str.contains(r"\+| ", regex=True)]
+        memorising = runs[runs.variant == regime["memorising"]]
+        if oracle.empty or memorising.empty:
+            continue
+        oracle_curve = mean_curve([by_key[k] for k in oracle.run_key])
+        memorising_curve = mean_curve([by_key[k] for k in memorising.run_key])
+        quarter = round(len(oracle_curve) / 4)
+        gain = oracle_curve[-1] - oracle_curve[-1 - quarter]
+        drop = max(memorising_curve) - memorising_curve[-1]
+        rows.append([dataset, str(len(oracle_curve)), f"{gain:+.2f}", "yes" if gain < regime["max_gain"] else "NO",
+                     f"{drop:.2f} (peak at epoch {memorising_curve.index(max(memorising_curve)) + 1})",
+                     "yes" if drop >= regime["min_drop"] else "NO"])
+    return (["dataset", "epochs", f"oracle: validation mAP gain over the last quarter (< {regime['max_gain']:g})",
+             "plateaued", f"{regime['memorising']}: last-epoch drop from its peak (≥ {regime['min_drop']:g})",
+             "memorises"], rows) if rows else None
+
+
+def mean_curve(records: list[dict[str, Any]]) -> list[float]:
+    """Clean validation mAP per epoch, mean over `records`."""
+    epochs = min(len(r["curve"]) for r in records)
+    return [sum(r["curve"][e]["val_map"] for r in records) / len(records) for e in range(epochs)]
+
+
 def dataset_details(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     rows = []
     for dataset, runs in frame.groupby("dataset"):
-        rows.append([dataset, ", ".join(sorted(runs.image_shape.unique())),
+        rows.append([dataset, ", ".join(str(e) for e in sorted(runs.epochs.unique())),
+                     ", ".join(sorted(runs.image_shape.unique())),
                      ", ".join(sorted(runs.label_checksum.dropna().unique())),
                      ", ".join(sorted(runs.data_fingerprint.dropna().unique())),
                      ", ".join(sorted(runs.cpu_model.unique())), str(len(runs))])
-    return ["dataset", "image (C x H x W)", "label-draw checksum", "data fingerprint", "CPU/GPU model", "runs"], rows
+    return ["dataset", "epochs", "image (C x H x W)", "label-draw checksum", "data fingerprint", "CPU model", "runs"], \
+        rows
 
 
 def variant_details(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -230,22 +267,25 @@ def split_frame(records: list[dict[str, Any]]) -> tuple[list[tuple[tuple, pd.Dat
         return [], 0
     stale = int((~frame.current).sum())
     frame = frame[frame.current]
-    return [(setting, separate_data_versions(group))
+    return [(setting, separate_columns(group))
             for setting, group in frame.groupby(SETTING_COLUMNS, sort=True)], stale
 
 
 def setting_title(setting: tuple) -> str:
-    protocol, label_seed, backbone, epochs, numerics = setting
-    return f"{protocol} (label seed {label_seed}), {backbone}, {epochs} epochs; numerics: {numerics}"
+    protocol, label_seed, backbone, numerics = setting
+    return f"{protocol} (label seed {label_seed}), {backbone}; numerics: {numerics}"
 
 
-def setting_slug(setting: tuple) -> str:
-    """A file-name part for one setting, e.g. 'single-positive_1200_small-cnn_12_cpu-AVX512-2'."""
-    protocol, label_seed, backbone, epochs, numerics = setting
-    compact = "".join(ch if ch.isalnum() else "-" for ch in numerics).strip("-")
-    while "--" in compact:
-        compact = compact.replace("--", "-")
-    return f"{protocol}_{label_seed}_{backbone}_{epochs}_{compact}"
+def file_slug(*parts: object) -> str:
+    """A file-name part from `parts`, e.g. ('digits-mosaic', 'cpu AVX512, 2 threads') -> 'digits-mosaic_cpu-AVX512-2-
+    threads' (letters, digits and '-', parts joined by '_')."""
+    slugs = []
+    for part in parts:
+        compact = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in str(part)).strip("-")
+        while "--" in compact:
+            compact = compact.replace("--", "-")
+        slugs.append(compact)
+    return "_".join(slugs)
 
 
 INTRODUCTION = [
@@ -284,7 +324,9 @@ def leaderboard_markdown(records: list[dict[str, Any]], figures: list[str] | Non
                     lines += [f"No published numbers exist for {', '.join(without)}. Published numbers and Δ = ours "
                               f"− paper appear for {', '.join(published)} (source: {paper['main']['source']}; "
                               f"{paper['main']['note']}).", ""]
-        for title, table in (("BoostLU ablation, clean selection (paper: " + paper["ablation"]["source"] + ")",
+        for title, table in (("Regime check (validation mAP, mean over seeds; README, \"The converged regime\")",
+                              regime_rows(frame, records)),
+                             ("BoostLU ablation, clean selection (paper: " + paper["ablation"]["source"] + ")",
                               ablation_rows(frame)),
                              ("BoostLU, paired per seed, clean selection", boostlu_pair_rows(frame, "clean")),
                              ("BoostLU, paired per seed, last epoch", boostlu_pair_rows(frame, "last")),
@@ -326,7 +368,7 @@ def per_class_ap(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
         for dataset, runs in frame[frame.status == "done"].groupby("dataset"):
             rows = {variant: pd.DataFrame([by_key[k]["per_class_ap"] for k in group.run_key]).mean()
                     for variant, group in runs.groupby("variant")}
-            tables[f"{dataset}_{setting_slug(setting)}"] = pd.DataFrame(rows).T.sort_index()
+            tables[file_slug(dataset, *setting)] = pd.DataFrame(rows).T.sort_index()
     return tables
 
 

@@ -126,9 +126,12 @@ def open_study(name: str, storage_url: str, seed: int, pruner: str, epochs: int,
 def check_storage(url: str) -> None:
     """UserError unless the Optuna storage at `url` can be opened (run before anything local is written)."""
     import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     try:
         optuna.storages.RDBStorage(url)
+    except (IntegrityError, ProgrammingError):
+        return  # the server answered; another worker is creating the same tables right now
     except Exception as error:  # noqa: BLE001 - a storage the user pointed to
         raise UserError(f"cannot open Optuna storage {redact(url)}: {first_line(error)}; check the URL and that the "
                         "database server is running") from None

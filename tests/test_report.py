@@ -109,14 +109,42 @@ def test_protocols_and_numerics_are_never_mixed_and_stale_records_are_left_out(r
     stale = [record("an", 0, 10.0, stale=True)]
     board = leaderboard_markdown(records + other + one_thread + stale)
     titles = [line for line in board.splitlines() if line.startswith("## ")]
-    assert titles == ["## partial-0.5 (label seed 1200), small-cnn, 12 epochs; numerics: cpu AVX2, 2 threads",
-                      "## single-positive (label seed 1200), small-cnn, 12 epochs; numerics: cpu AVX2, 1 thread",
-                      "## single-positive (label seed 1200), small-cnn, 12 epochs; numerics: cpu AVX2, 2 threads"]
+    assert titles == ["## partial-0.5 (label seed 1200), small-cnn; numerics: cpu AVX2, 2 threads",
+                      "## single-positive (label seed 1200), small-cnn; numerics: cpu AVX2, 1 thread",
+                      "## single-positive (label seed 1200), small-cnn; numerics: cpu AVX2, 2 threads"]
     sections = board.split("\n## ")
     assert rows_of(sections[1])["an"][0] == "**50.50 ± 6.35**"   # alone in its table
     assert rows_of(sections[2])["an"][0] == "**60.00 ± 0.00**"
     assert rows_of(sections[3])["an"][0].strip("*<u>/") == "82.00 ± 4.97"
     assert "1 record(s) made by other code versions are not shown" in board
+
+
+def test_each_dataset_in_its_own_regime_shares_a_table_and_other_epochs_get_their_own_column(records):
+    fashion = [record("an", s, 70.0 + s, dataset="fashion-mosaic") for s in range(3)]
+    board = leaderboard_markdown(records + fashion)
+    assert board.count("\n## ") == 1
+    assert rows_of(board)["an"][:2] == [rows_of(leaderboard_markdown(records))["an"][0], "**71.00 ± 2.48**"]
+    short = [dict(record("an", s, 60.0), run_key=f"short-{s}") for s in range(2)]
+    for entry in short:
+        entry["spec"]["epochs"] = 3
+    header = next(b for b in leaderboard_markdown(records + short).split("\n\n") if b.startswith("| method"))
+    assert "| digits-mosaic (12 epochs) " in header and "| digits-mosaic (3 epochs) " in header
+
+
+def test_regime_check_of_the_oracle_and_assume_negative():
+    def curved(variant, seed, values):
+        entry = record(variant, seed, values[-1])
+        entry["curve"] = [{"epoch": e, "train_loss": 1.0, "val_map": v, "val_map_observed": v, "test_map": v,
+                           "fn_memorised": 0.5} for e, v in enumerate(values, 1)]
+        return entry
+
+    oracle = [90, 95, 97, 97.2, 97.3, 97.4, 97.5, 97.6]  # gain over the last 2 epochs: 0.2
+    an = [70, 80, 84, 83, 81, 80, 79, 78]  # peak 84 at epoch 3, last 78: drop 6
+    board = leaderboard_markdown([curved("full", s, oracle) for s in range(2)] + [curved("an", s, an)
+                                                                                   for s in range(2)])
+    row = next(line for line in board.split("### Regime check")[1].splitlines() if line.startswith("| digits"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == ["digits-mosaic", "8", "+0.20", "yes", "6.00 (peak at epoch 3)", "yes"]
 
 
 def test_failed_runs_are_listed(records):
