@@ -27,7 +27,7 @@ QUICK_DIR := .pamlbench/quick
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing pamlbench and its dependencies into $(VENV) (first time: a few minutes)"
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | $(PIP_NOISE)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,cluster]' 2>&1 | $(PIP_NOISE)
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create/update the virtual environment

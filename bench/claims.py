@@ -127,18 +127,24 @@ class ClaimStore:
                 (self.table.c.run_key == run_key) & (self.table.c.worker == self.worker)
                 & (self.table.c.status == "running")))
 
-    def keep_alive(self, run_key: str) -> threading.Event:
-        """Beat for `run_key` in a background thread until the returned event is set."""
+    def keep_alive(self, *run_keys: str) -> threading.Event:
+        """Beat for `run_keys` in a background thread until the returned event is set."""
+        return self.keep_alive_all(set(run_keys))
+
+    def keep_alive_all(self, run_keys: set[str]) -> threading.Event:
+        """Beat for every key in the set `run_keys`, which the caller may change while it runs (a cluster driver
+        adds and removes the keys of its cells in flight), until the returned event is set."""
         stop = threading.Event()
 
         def loop() -> None:
             while not stop.wait(HEARTBEAT_SECONDS):
-                try:
-                    self.beat(run_key)
-                except OperationalError:
-                    continue
+                for run_key in list(run_keys):
+                    try:
+                        self.beat(run_key)
+                    except OperationalError:
+                        continue
 
-        threading.Thread(target=loop, daemon=True, name=f"heartbeat-{run_key}").start()
+        threading.Thread(target=loop, daemon=True, name="claims-heartbeat").start()
         return stop
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from bench import registry
 from bench.claims import HEARTBEAT_SECONDS
+from bench.cluster import DEFAULT_RETRIES, EMBEDDED_GPU_SHARE
 from bench.errors import UserError
 from bench.observation import COLE_SEED
 from bench.spec import SEED_LIMIT
@@ -246,18 +247,56 @@ def cmd_bench(args: argparse.Namespace) -> None:
     grid = grid_from(args)
     workspace = workspace_from(args)
     out = output_file(args.out)
+    options = task_options(args, workspace)
+    if args.cluster:  # the cluster's resources decide the device; the specs are built (and keyed) here
+        requested_device, grid = grid.device, grid.narrow(device="cpu")
     cells = grid.cells(workspace.tuned)
+    resources = join_cluster(args)
     claims, tracker = open_stores(args, workspace)
     workspace.ensure_writable()
     if args.retry_failed:
         print(f"bench: {remove_failed([spec for spec, _ in cells], workspace, claims)} failed run(s) will be "
               "trained again")
-    counts = run_grid(cells, workspace, claims=claims, tracker=tracker)
+    if args.cluster:
+        from bench.cluster import run_on_cluster
+
+        counts = run_on_cluster(cells, workspace, args.cluster, resources, options, device=requested_device,
+                                claims=claims, tracker=tracker)
+    else:
+        counts = run_grid(cells, workspace, claims=claims, tracker=tracker)
+    lost = counts.get("lost", 0)
     print(f"bench: {counts['trained']} run(s) trained, {counts['failed']} failed, {counts['recorded']} already "
-          f"recorded, {counts['elsewhere']} left to other workers", flush=True)
+          f"recorded, {counts['elsewhere']} left to other workers" + (f", {lost} not trained (see above)"
+                                                                      if lost else ""), flush=True)
     if not args.no_report:
         report(workspace, out, "md", force=False)
         figures(workspace, grid.datasets, redraw=bool(counts["trained"]))
+    if lost:
+        raise SystemExit(1)
+
+
+def join_cluster(args: argparse.Namespace) -> dict[str, float] | None:
+    """The resources of the Ray cluster of --cluster (joined now, before anything local is written), or None."""
+    if not args.cluster:
+        return None
+    from bench.cluster import connect
+
+    return connect(args.cluster)
+
+
+def task_options(args: argparse.Namespace, workspace: Workspace):
+    """The Ray task options of --cluster (None without it); UserError for a cluster option given without it."""
+    from bench.cluster import TaskOptions
+
+    if not args.cluster:
+        given = [option for option, value in (("--gpus-per-cell", args.gpus_per_cell), ("--worker-cache",
+                 args.worker_cache), ("--retries", args.retries)) if value is not None]
+        if given:
+            raise UserError(f"{given[0]} only applies with --cluster")
+        return None
+    cache = folder_or_new(args.worker_cache, "--worker-cache") if args.worker_cache else workspace.cache.resolve()
+    return TaskOptions(threads=args.threads or 1, gpus=args.gpus_per_cell,
+                       retries=DEFAULT_RETRIES if args.retries is None else args.retries, worker_cache=str(cache))
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -266,18 +305,33 @@ def cmd_tune(args: argparse.Namespace) -> None:
     grid = grid_from(args)
     workspace = workspace_from(args)
     make_pruner(args.pruner, 1)
-    base_specs = [grid.base_spec(dataset, variant, args.seed) for dataset in grid.datasets
+    options = task_options(args, workspace)
+    spec_grid = grid.narrow(device="cpu") if args.cluster else grid  # on a cluster, its resources pick the device
+    base_specs = [spec_grid.base_spec(dataset, variant, args.seed) for dataset in grid.datasets
                   for variant in grid.variants]
+    resources = join_cluster(args)
     if workspace.storage:
         check_storage(workspace.optuna_url())
     tracker = tracker_from(args, workspace)
     workspace.ensure_writable()
+    if args.cluster:
+        from bench.cluster import tune_on_cluster
+
+        summaries = tune_on_cluster(grid, base_specs, workspace, resources, options,
+                                    n_trials=args.n_trials, seed=args.seed, pruner=args.pruner,
+                                    val_variant=args.val_variant, heartbeat=args.heartbeat, tracker=tracker)
+        for summary in summaries:
+            print_tune_summary(summary)
+        return
     for spec in base_specs:
         summary = tune(grid, spec, workspace, n_trials=args.n_trials, seed=args.seed, pruner=args.pruner,
                        val_variant=args.val_variant, tracker=tracker, heartbeat=args.heartbeat)
-        print(f"tune {summary['study']}: best val mAP {summary['best_value']:.2f} "
-              f"({summary['n_trials']} trials, {summary['pruned']} pruned, {summary['epochs_trained']} epochs) "
-              f"with {summary['best_params']}", flush=True)
+        print_tune_summary(summary)
+
+
+def print_tune_summary(summary: dict[str, Any]) -> None:
+    print(f"tune {summary['study']}: best val mAP {summary['best_value']:.2f} ({summary['n_trials']} trials, "
+          f"{summary['pruned']} pruned, {summary['epochs_trained']} epochs) with {summary['best_params']}", flush=True)
 
 
 def report(workspace: Workspace, out: Path, fmt: str, force: bool) -> None:
@@ -350,6 +404,37 @@ def add_grid_options(parser: argparse.ArgumentParser) -> None:
                         help="hyperparameter override for every cell that uses it, repeatable")
     parser.add_argument("--data", help="prepared dataset folder of the selected datasets")
     parser.add_argument("--no-tracking", action="store_true", help="do not log runs to MLflow")
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="run the cells (or trials) as Ray tasks on the cluster at ADDRESS (HOST:PORT of its "
+                             "head), or 'auto' for every CPU and GPU of this machine; needs pamlbench[cluster]")
+    parser.add_argument("--gpus-per-cell", type=gpu_share, metavar="F",
+                        help=f"with --cluster on GPUs: GPUs per task (default 1 for prepared datasets, "
+                             f"{EMBEDDED_GPU_SHARE} for built-in ones)")
+    parser.add_argument("--retries", type=integer("--retries", 0),
+                        help=f"with --cluster: times a task whose worker or node died is run again (default "
+                             f"{DEFAULT_RETRIES})")
+    parser.add_argument("--worker-cache", metavar="DIR",
+                        help="with --cluster: folder on every node for built datasets and epoch checkpoints "
+                             "(default: this --cache, as an absolute path); a shared path lets a retried task "
+                             "resume on another node")
+
+
+def gpu_share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpus-per-cell must be a number, not {text!r}") from None
+    if not 0 < value <= 8:
+        raise argparse.ArgumentTypeError(f"--gpus-per-cell {text} must be more than 0 and at most 8")
+    return value
+
+
+def folder_or_new(path: str, option: str) -> Path:
+    """`path` as an absolute folder that exists or can be created (it is created on the worker nodes)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{option} {path} is a file, not a folder")
+    return folder.resolve()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.claims import ClaimStore
@@ -47,35 +49,20 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
              tracker: Tracker | None = None) -> Outcome:
     """Train `spec` unless it is recorded or another worker has it; see the module docstring. With a `tracker`,
     the run is also logged to MLflow."""
-    from bench.trainer import NumericalFault, Trainer
-
     identity = spec.identity(workspace.data_cache)
     key = spec.key(identity)
-    path = record_path(workspace.results, key)
-    resume = workspace.checkpoints / f"{key}.partial.pt"
-    if path.exists():
-        resume.unlink(missing_ok=True)  # left behind by a worker killed right after writing the record
-        return Outcome("recorded", read_record(path))
     claims = claims or ClaimStore(workspace.claims_url())
-    done_elsewhere = claims.done_record(key)
-    if done_elsewhere is None and not claims.claim(key):
-        return Outcome("elsewhere", None)
-    if path.exists():  # finished by another worker between our check and our claim
-        return Outcome("recorded", read_record(path))
-    if done_elsewhere is not None:
-        write_record(workspace.results, done_elsewhere)
-        return Outcome("recorded", done_elsewhere)
+    skipped = take(key, workspace, claims)
+    if skipped is not None:
+        return skipped
+    resume = workspace.checkpoints / f"{key}.partial.pt"
     stop_heartbeat = claims.keep_alive(key)
     run_id = tracker.start(spec, key) if tracker else None
     on_epoch = (lambda epoch, point: tracker.epoch(run_id, epoch, point)) if tracker else None
     try:
-        trainer = Trainer(spec, workspace.data_cache, progress=progress)
-        record = base_record(spec, key, identity, hparam_source or {"kind": "defaults"})
-        try:
-            record.update(status="done", **trainer.run(resume_path=resume, on_epoch=on_epoch))
-            trainer.save_best(workspace.checkpoints / f"{key}.pt")
-        except NumericalFault as fault:
-            record.update(status="failed", error=str(fault))
+        record = train_record(spec, key, identity, hparam_source or {"kind": "defaults"},
+                              data_cache=workspace.data_cache, checkpoints=workspace.checkpoints, progress=progress,
+                              on_epoch=on_epoch)
         write_record(workspace.results, record)
         resume.unlink(missing_ok=True)
         claims.finish(key, record)
@@ -89,6 +76,42 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
     if tracker:
         tracker.finish(run_id, record)
     return Outcome("trained" if record["status"] == "done" else "failed", record)
+
+
+def take(key: str, workspace: Workspace, claims: ClaimStore) -> Outcome | None:
+    """Claim `key` for this worker and return None, or return why it needs no training here: 'recorded' (its record
+    is in the results folder, copied there if another worker finished it) or 'elsewhere' (another worker has it)."""
+    path = record_path(workspace.results, key)
+    if path.exists():
+        (workspace.checkpoints / f"{key}.partial.pt").unlink(missing_ok=True)  # a worker killed right after writing
+        return Outcome("recorded", read_record(path))
+    done_elsewhere = claims.done_record(key)
+    if done_elsewhere is None and not claims.claim(key):
+        return Outcome("elsewhere", None)
+    if path.exists():  # finished by another worker between our check and our claim
+        return Outcome("recorded", read_record(path))
+    if done_elsewhere is not None:
+        write_record(workspace.results, done_elsewhere)
+        return Outcome("recorded", done_elsewhere)
+    return None
+
+
+def train_record(spec: RunSpec, key: str, identity: dict[str, Any], hparam_source: dict[str, Any], *,
+                 data_cache: Path, checkpoints: Path, progress: bool = True,
+                 on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train `spec` (datasets built in `data_cache`; resuming from `checkpoints/<key>.partial.pt` when it exists)
+    and return its record: status 'done' with the results, or 'failed' for a non-finite loss. The best epoch's
+    weights are saved as `checkpoints/<key>.pt`; the caller writes the record, then deletes the epoch checkpoint."""
+    from bench.trainer import NumericalFault, Trainer
+
+    trainer = Trainer(spec, data_cache, progress=progress)
+    record = base_record(spec, key, identity, hparam_source)
+    try:
+        record.update(status="done", **trainer.run(resume_path=checkpoints / f"{key}.partial.pt", on_epoch=on_epoch))
+        trainer.save_best(checkpoints / f"{key}.pt")
+    except NumericalFault as fault:
+        record.update(status="failed", error=str(fault))
+    return record
 
 
 def release_quietly(claims: ClaimStore, key: str) -> None:

@@ -143,21 +143,38 @@ def tune(grid, base: RunSpec, workspace, *, n_trials: int, seed: int, pruner: st
     """Run (or resume, or join) the study of `base`'s cell until `n_trials` trials are finished; save and return
     its summary {study, n_trials, best_value, best_params, ...}. Every trial's spec comes from `grid` (a
     `bench.grid.Grid`): the cell with the suggested values, under the grid's overrides and label seed."""
+    name = spec_study(base)
+    study = open_study(name, workspace.optuna_url(), seed, pruner, base.epochs, heartbeat)
+    parent = start_parent(tracker, base, name)
+    run_trials(study, grid, base, workspace.data_cache, n_trials=n_trials, seed=seed, val_variant=val_variant,
+               tracker=tracker, parent=parent, progress=progress)
+    return summarize(study, base, workspace, seed=seed, pruner=pruner, val_variant=val_variant, tracker=tracker,
+                     parent=parent)
+
+
+def start_parent(tracker, base: RunSpec, name: str) -> str | None:
+    """The MLflow parent run of the study `name` (its trials are child runs), or None without tracking."""
+    return tracker.start(base, f"study {name}", name=f"study {base.variant} on {base.dataset}") if tracker else None
+
+
+def run_trials(study, grid, base: RunSpec, data_cache: Path, *, n_trials: int, seed: int, val_variant: str,
+               tracker=None, parent: str | None = None, progress: bool = True, worker: str | None = None) -> None:
+    """Run trials of `study` in this process until `n_trials` trials of it are finished, counted over every
+    worker. Each trial is logged as a child of `parent`; `worker` (where it ran) is kept as a trial attribute."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     from bench.trainer import NumericalFault, Trainer
 
-    name = spec_study(base)
     ranges = {k: v for k, v in search_ranges(base.dataset, base.variant).items() if k not in grid.overrides}
-    study = open_study(name, workspace.optuna_url(), seed, pruner, base.epochs, heartbeat)
-    parent = tracker.start(base, f"study {name}", name=f"study {base.variant} on {base.dataset}") if tracker else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     selected = "val_map" if val_variant == "clean" else "val_map_observed"
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, base.method, ranges)
+        if worker is not None:
+            trial.set_user_attr("worker", worker)
         spec = grid.base_spec(base.dataset, base.variant, seed, values)
         run_id = tracker.start(spec, f"trial {trial.number}", parent=parent,
                                name=f"trial {trial.number}") if tracker else None
@@ -170,7 +187,7 @@ def tune(grid, base: RunSpec, workspace, *, n_trials: int, seed: int, pruner: st
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} (val mAP {point[selected]:.2f})")
 
         try:
-            result = Trainer(spec, workspace.data_cache, progress=progress).run(on_epoch=report)
+            result = Trainer(spec, data_cache, progress=progress).run(on_epoch=report)
         except optuna.TrialPruned:
             if tracker:
                 tracker.end(run_id, "KILLED")
@@ -184,7 +201,7 @@ def tune(grid, base: RunSpec, workspace, *, n_trials: int, seed: int, pruner: st
         trial.set_user_attr("best_epoch", chosen["epoch"])
         if tracker:
             tracker.finish(run_id, {**result, "status": "done", "run_key": f"trial {trial.number}"})
-        print(f"tune {name}: trial {trial.number} val mAP {chosen['val_map']:.2f} with "
+        print(f"tune {study.study_name}: trial {trial.number} val mAP {chosen['val_map']:.2f} with "
               + ", ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
         return chosen["val_map"]
 
@@ -192,12 +209,21 @@ def tune(grid, base: RunSpec, workspace, *, n_trials: int, seed: int, pruner: st
     if sum(t.state in finished for t in study.get_trials(deepcopy=False)) < n_trials:
         study.optimize(objective, catch=(NumericalFault,),
                        callbacks=[MaxTrialsCallback(n_trials, states=finished)])
+
+
+def summarize(study, base: RunSpec, workspace, *, seed: int, pruner: str, val_variant: str, tracker=None,
+              parent: str | None = None) -> dict[str, Any]:
+    """Save the study's summary to `results/tuned/`, close its MLflow parent run, and return the summary;
+    UserError when no trial completed."""
+    from optuna.trial import TrialState
+
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:
-        raise UserError(f"study {name} has no complete trial (all pruned or failed); run more trials")
+        raise UserError(f"study {study.study_name} has no complete trial (all pruned or failed); run more trials")
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
     summary = {
-        "format": RECORD_FORMAT, "study": name, "dataset": base.dataset, "variant": base.variant,
+        "format": RECORD_FORMAT, "study": study.study_name, "dataset": base.dataset, "variant": base.variant,
         "method": base.method, "n_trials": sum(t.state in finished for t in trials),
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),
         "failed": sum(t.state == TrialState.FAIL for t in trials),
@@ -206,9 +232,9 @@ def tune(grid, base: RunSpec, workspace, *, n_trials: int, seed: int, pruner: st
         "seed": seed, "pruner": pruner, "protocol": base.protocol, "label_seed": base.label_seed,
         "val_variant": val_variant, "backbone": base.backbone, "epochs": base.epochs,
     }
-    atomic_json(tuned_path(workspace.tuned, name), summary)
+    atomic_json(tuned_path(workspace.tuned, study.study_name), summary)
     if tracker:
-        tracker.finish(parent, {"status": "done", "run_key": name, "val_map": summary["best_value"],
+        tracker.finish(parent, {"status": "done", "run_key": study.study_name, "val_map": summary["best_value"],
                                 "best_epoch": study.best_trial.user_attrs.get("best_epoch", 0),
                                 "per_class_ap": {}, "summary": summary})
     return summary

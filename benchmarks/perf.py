@@ -10,6 +10,9 @@ Every figure is the median of several repeats after a warm-up (harness and bare 
    train seconds), and (unless --quick) the from-scratch wall time of `pamlbench bench` per dataset, with peak RSS;
 5. tuning: epochs trained by a fixed 20-trial search with and without pruning, and the best validation mAP of each
    (unless --quick);
+6. cluster throughput (unless --quick, and where Ray and network namespaces are available): the same small
+   embedded grid run with `bench --cluster` on a local Ray cluster of 1 worker node, then of 2 (1 CPU, 1 thread per
+   cell each), as cells per minute and their ratio;
 and on a CUDA machine ResNet-50 at 448 px, bf16 autocast + channels_last vs fp32.
 """
 
@@ -205,6 +208,40 @@ def tuning(workdir: Path) -> None:
         f"{abs(figures['median']['best_value'] - figures['none']['best_value']):.2f}")
 
 
+def cluster_throughput(workdir: Path) -> None:
+    """Cells per minute of one small digits-mosaic grid on a local Ray cluster of 1, then 2 nodes (1 CPU each)."""
+    from bench import registry
+    from bench.localcluster import RayCluster, namespace_available
+
+    reason = namespace_available()
+    if reason:
+        row("cluster: 2 nodes / 1 node throughput", "skipped", reason)
+        return
+    registry.load_dataset("digits-mosaic").load(None, workdir / "cache" / "data")  # built once, before timing
+    grid = workdir / "cluster-grid.toml"
+    grid.write_text("datasets = ['digits-mosaic']\nvariants = ['an', 'll-r', 'em', 'full']\nseeds = [0, 1]\n"
+                    "device = 'cpu'\n[overrides]\nepochs = 3\n")
+    rates = {}
+    cluster = RayCluster(nodes=1, cpus=1)
+    try:
+        for nodes in (1, 2):
+            if nodes == 2:
+                cluster.add_node()
+            started = time.perf_counter()
+            driver = cluster.pamlbench("bench", "--config", str(grid), "--results", str(workdir / f"ray-{nodes}"),
+                                       "--cache", str(workdir / "cache"), "--cluster", cluster.address, "--threads",
+                                       "1", "--no-tracking", "--no-report", cwd=workdir)
+            out, err = driver.communicate()
+            if driver.returncode != 0:
+                raise RuntimeError(f"bench --cluster failed: {err.strip()[-500:]}")
+            rates[nodes] = 8 / (time.perf_counter() - started) * 60
+            row(f"cluster, {nodes} node(s): 8 digits cells of 3 epochs, cells/min", f"{rates[nodes]:.2f}",
+                "driver start and Ray workers' imports included")
+    finally:
+        cluster.stop()
+    row("cluster: 2 nodes / 1 node throughput", f"{rates[2] / rates[1]:.2f}", "ideal 2.0")
+
+
 def gpu_precision(workdir: Path, repeats: int) -> None:
     trainer = resnet_trainer(workdir, 448, "cuda", 64)
     for label, bf16 in (("bf16 autocast + channels_last", True), ("fp32", False)):
@@ -219,6 +256,7 @@ def main() -> None:
                                                              "comparison")
     parser.add_argument("--no-full-bench", action="store_true", help="skip the from-scratch benchmark (about as long "
                                                                       "as a first `make bench`)")
+    parser.add_argument("--cluster-only", action="store_true", help="only the cluster throughput (section 6)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     from bench.spec import make_spec
@@ -229,6 +267,9 @@ def main() -> None:
           f"{torch.__version__}, {torch.get_num_threads()} threads, "
           f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
     print(f"| {'figure':58s} | {'value':>14s} | note\n|{'-' * 60}|{'-' * 16}|------")
+    if args.cluster_only:
+        cluster_throughput(workdir)
+        return
     digits = Trainer(make_spec("digits-mosaic", "an", 0), workdir / "cache", progress=False)
     harness_vs_bare(digits, "small CNN, digits-mosaic 56 px", args.repeats)
     evaluation = median_time(lambda: digits.predict(digits.data.val_clean.images), args.repeats)
@@ -244,6 +285,7 @@ def main() -> None:
         from_scratch(workdir)
     if not args.quick:
         tuning(workdir)
+        cluster_throughput(workdir)
     if torch.cuda.is_available():
         gpu_precision(workdir, args.repeats)
 

@@ -110,6 +110,19 @@ CASES = {
     "storage that cannot connect": (["bench", "--config", "grid.toml", "--storage",
                                      "postgresql://nobody:secret@127.0.0.1:9/none"], "cannot open the claims storage"),
     "unknown dataset for data info": (["data", "info", "nope"], "unknown dataset"),
+    # --cluster (only addresses that fail before Ray starts: nothing here may leave the loopback)
+    "cluster head that cannot be reached": (["bench", "--config", "grid.toml", "--cluster", "127.0.0.1:9"],
+                                            "cannot reach the Ray head at 127.0.0.1:9"),
+    "cluster address without a port": (["tune", "--config", "grid.toml", "--cluster", "headnode"],
+                                       "give HOST:PORT of the Ray head"),
+    "cluster option without --cluster": (["bench", "--config", "grid.toml", "--retries", "2"],
+                                         "--retries only applies with --cluster"),
+    "worker cache without --cluster": (["tune", "--config", "grid.toml", "--worker-cache", "wc"],
+                                       "--worker-cache only applies with --cluster"),
+    "GPU share of zero": (["bench", "--config", "grid.toml", "--cluster", "127.0.0.1:9", "--gpus-per-cell", "0"],
+                          "--gpus-per-cell 0 must be more than 0"),
+    "worker cache that is a file": (["bench", "--config", "grid.toml", "--cluster", "127.0.0.1:9", "--worker-cache",
+                                     "grid.toml"], "--worker-cache grid.toml is a file"),
 }
 
 
