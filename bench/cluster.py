@@ -16,8 +16,9 @@ the best epoch's weights) to the driver, which writes them: workers need no shar
   non-finite loss) or a user error (a bad hyperparameter) is not retried: it comes back as a failed record.
 - Two drivers on one grid: every cell is claimed in the claims table before it is submitted (heartbeats for all
   cells in flight), so a second driver on the same claims storage submits only the cells nobody holds.
-- Addresses: `auto` starts (or joins) a Ray instance on this machine with every CPU and GPU; anything else is the
-  address of a running cluster (`HOST:PORT` of its head, or `ray://HOST:10001`).
+- Addresses: `auto` starts a Ray instance for this command on this machine, with every CPU and GPU (it stops with
+  the command); anything else is the address of a running cluster (`HOST:PORT` of its head, or
+  `ray://HOST:10001`).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def connect(address: str) -> dict[str, float]:
         check_reachable(address)
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        ray.init(address=None if address == "auto" else address, logging_level=logging.WARNING,
+        ray.init(address="local" if address == "auto" else address, logging_level=logging.WARNING,
                  log_to_driver=False, include_dashboard=False if address == "auto" else None,
                  runtime_env=plugin_environment())
     except (ConnectionError, RuntimeError, ValueError) as error:

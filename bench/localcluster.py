@@ -30,7 +30,8 @@ def namespace_available() -> str | None:
 
 class RayCluster:
     """A head and `nodes - 1` worker nodes of `cpus` CPUs each, started with `ray start` in a network namespace
-    held by the process `holder`."""
+    held by the process `holder`. With `nodes=0` no node is started: a `--cluster auto` driver run in the namespace
+    starts its own Ray instance there (under `temp_dir`, through RAY_TMPDIR)."""
 
     def __init__(self, nodes: int = 2, cpus: int = 1) -> None:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="pray", dir="/tmp"))  # Ray's socket paths must fit 107 bytes
@@ -38,13 +39,14 @@ class RayCluster:
         self.nodes = 0
         self.holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep 3600"])
         self.address = f"127.0.0.1:{HEAD_PORT}"
-        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", RAY_TMPDIR=str(self.temp_dir))
         for _ in range(50):
             if "UP" in self.run(["ip", "-o", "link", "show", "lo"]).stdout:
                 break
             time.sleep(0.1)
         try:
-            self.start(["--head", "--port", str(HEAD_PORT), "--include-dashboard", "false"])
+            if nodes > 0:
+                self.start(["--head", "--port", str(HEAD_PORT), "--include-dashboard", "false"])
             for _ in range(nodes - 1):
                 self.add_node()
         except BaseException:

@@ -8,6 +8,7 @@ node.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,25 @@ def test_tune_runs_trials_on_both_nodes_within_the_budget(cluster, tmp_path, cac
     assert len({t.number for t in trials}) == len(trials)
     assert len({t.user_attrs["worker"] for t in finished}) == 2  # both nodes ran trials
     assert (tmp_path / "results" / "tuned").is_dir()
+
+
+def test_cluster_auto_starts_ray_on_this_machine_with_every_cpu(tmp_path, cache_root):
+    pytest.importorskip("ray")
+    reason = namespace_available()
+    if reason:
+        pytest.skip(reason)
+    grid = write_grid(tmp_path / "grid.toml", ["an"], [0, 1], epochs=1)
+    machine = RayCluster(nodes=0)  # only the loopback namespace: the driver starts its own Ray instance in it
+    try:
+        driver = machine.pamlbench("bench", "--config", str(grid), "--results", "results", "--cache",
+                                   str(cache_root), "--cluster", "auto", "--threads", "1", "--no-tracking",
+                                   "--no-report", cwd=tmp_path)
+        code, out, err = finish(driver)
+    finally:
+        machine.stop()
+    assert code == 0, err
+    assert f"cluster auto: 2 cell(s) submitted ({os.cpu_count()} CPU;" in out
+    assert "2 run(s) trained" in out and len(read_records(tmp_path / "results")) == 2
 
 
 def test_killed_worker_node_its_cell_is_retried_and_recorded_once(cluster, tmp_path, cache_root):
