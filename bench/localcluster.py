@@ -39,7 +39,11 @@ class RayCluster:
         self.nodes = 0
         self.holder = subprocess.Popen(["unshare", "--net", "sh", "-c", "ip link set lo up && exec sleep 3600"])
         self.address = f"127.0.0.1:{HEAD_PORT}"
-        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", RAY_TMPDIR=str(self.temp_dir))
+        # HOME: Ray keeps state there (a new local instance writes ~/.ray/auth_token, and `ray start` then turns
+        # token authentication on); RAY_TMPDIR: where a `--cluster auto` driver's own instance keeps its sessions,
+        # so that its processes name this folder too.
+        self.env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1", HOME=str(self.temp_dir),
+                        RAY_TMPDIR=str(self.temp_dir))
         for _ in range(50):
             if "UP" in self.run(["ip", "-o", "link", "show", "lo"]).stdout:
                 break

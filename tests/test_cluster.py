@@ -81,14 +81,20 @@ def test_grid_runs_on_both_nodes_each_cell_once_with_single_process_numbers(clus
 
 
 def test_tune_runs_trials_on_both_nodes_within_the_budget(cluster, tmp_path, cache_root):
+    import mlflow
     import optuna
 
     grid = write_grid(tmp_path / "grid.toml", ["an"], [0], epochs=1)
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    driver = cluster.pamlbench("tune", "--config", str(grid), "--results", "results", "--cache", str(cache_root),
-                               "--storage", storage, "--cluster", cluster.address, "--threads", "1", "--n-trials",
-                               "4", "--pruner", "none", "--no-tracking", cwd=tmp_path)
-    code, out, err = finish(driver)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cluster.env["MLFLOW_TRACKING_URI"] = tracking
+    try:
+        driver = cluster.pamlbench("tune", "--config", str(grid), "--results", "results", "--cache",
+                                   str(cache_root), "--storage", storage, "--cluster", cluster.address, "--threads",
+                                   "1", "--n-trials", "4", "--pruner", "none", cwd=tmp_path)
+        code, out, err = finish(driver)
+    finally:
+        del cluster.env["MLFLOW_TRACKING_URI"]
     assert code == 0, err
     assert "2 worker task(s)" in out
     [summary] = optuna.get_all_study_summaries(storage)
@@ -99,6 +105,13 @@ def test_tune_runs_trials_on_both_nodes_within_the_budget(cluster, tmp_path, cac
     assert len({t.number for t in trials}) == len(trials)
     assert len({t.user_attrs["worker"] for t in finished}) == 2  # both nodes ran trials
     assert (tmp_path / "results" / "tuned").is_dir()
+    mlflow.set_tracking_uri(tracking)  # the hierarchy is as without a cluster: one study parent, a child per trial
+    runs = mlflow.search_runs(experiment_names=["digits-mosaic/single-positive"])
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(parents) == 1 and len(children) == len(finished)
+    assert set(children["tags.mlflow.parentRunId"]) == set(parents["run_id"])
+    assert (parents["status"] == "FINISHED").all() and (children["status"] == "FINISHED").all()
 
 
 def test_cluster_auto_starts_ray_on_this_machine_with_every_cpu(tmp_path, cache_root):
