@@ -105,13 +105,15 @@ def test_tune_runs_trials_on_both_nodes_within_the_budget(cluster, tmp_path, cac
     assert len({t.number for t in trials}) == len(trials)
     assert len({t.user_attrs["worker"] for t in finished}) == 2  # both nodes ran trials
     assert (tmp_path / "results" / "tuned").is_dir()
-    mlflow.set_tracking_uri(tracking)  # the hierarchy is as without a cluster: one study parent, a child per trial
-    runs = mlflow.search_runs(experiment_names=["digits-mosaic/single-positive"])
-    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
-    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    # the hierarchy is as without a cluster: one study parent, a child per trial (a client, not
+    # mlflow.set_tracking_uri, which would change the tracking URI of every later test through the environment)
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs([client.get_experiment_by_name("digits-mosaic/single-positive").experiment_id])
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
     assert len(parents) == 1 and len(children) == len(finished)
-    assert set(children["tags.mlflow.parentRunId"]) == set(parents["run_id"])
-    assert (parents["status"] == "FINISHED").all() and (children["status"] == "FINISHED").all()
+    assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
+    assert all(run.info.status == "FINISHED" for run in runs)
 
 
 def test_cluster_auto_starts_ray_on_this_machine_with_every_cpu(tmp_path, cache_root):
