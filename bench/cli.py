@@ -128,14 +128,14 @@ def cmd_list(args: argparse.Namespace) -> None:
             print(f"{name:16s} {registry.dataset_class(name).summary}")
         return
     from bench.spec import trainer_defaults
-    from bench.tuning import search_ranges
+    from bench.tuning import learning_rate_range, search_ranges
 
     dataset = args.dataset
     if dataset is not None:
         registry.dataset_class(dataset)
         defaults = trainer_defaults(dataset)
         print(f"on {dataset}: trainer defaults {', '.join(f'{k}={v}' for k, v in defaults.items())}; learning rate "
-              f"tuned in {describe_range(search_ranges(dataset, 'an')['lr'])}")
+              f"tuned in {describe_range(learning_rate_range(dataset))}")
     for name in registry.list_names("methods", args.pattern):
         cls = registry.method_class(name)
         print(f"{name:10s} {cls.summary}")

@@ -164,7 +164,8 @@ def main_rows(frame: pd.DataFrame, fmt: str, selection: str = "clean") -> tuple[
 
 
 def ablation_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
-    """The BoostLU x LL-R ablation (7 cells), ours beside the paper's datasets; None if no cell was run."""
+    """The paper's BoostLU ablation (cells and flag columns from papers.toml [ablation]), ours beside the paper's
+    datasets; None if no cell was run."""
     ablation = papers()["ablation"]
     if not set(frame.variant) & {cell["variant"] for cell in ablation["cells"]}:
         return None
@@ -174,12 +175,11 @@ def ablation_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]] | No
     rows = []
     for cell in ablation["cells"]:
         variant = cell["variant"]
-        row = ["✓" if cell[flag] else "" for flag in ("inference", "training", "ll_r")] + [variant]
+        row = ["✓" if cell[flag] else "" for flag in ablation["flags"]] + [variant]
         row += [cell_text(table.get((variant, d)), "md") for d in datasets]
         row += [f"{ablation['values'][variant][d]:.2f}" for d in paper_datasets]
         rows.append(row)
-    return ["BoostLU inference", "BoostLU training", "LL-R training", "variant", *datasets,
-            *[f"paper {d}" for d in paper_datasets]], rows
+    return [*ablation["flags"].values(), "variant", *datasets, *[f"paper {d}" for d in paper_datasets]], rows
 
 
 def boostlu_pair_rows(frame: pd.DataFrame, selection: str) -> tuple[list[str], list[list[str]]] | None:

@@ -51,15 +51,18 @@ def tuned_path(tuned: Path, name: str) -> Path:
     return tuned / (re.sub(r"[^A-Za-z0-9_.+-]", "_", name) + ".json")
 
 
+def learning_rate_range(dataset: str) -> tuple[float, float]:
+    """The range the learning rate is tuned in on `dataset`: around the dataset's default, for every method."""
+    return TRAINING_HPARAMS["lr"].search_range(trainer_defaults(dataset)["lr"])
+
+
 def search_ranges(dataset: str, variant: str) -> dict[str, tuple[float, float]]:
     """name -> (low, high) of everything tuned for `variant` on `dataset`: the learning rate (around the dataset's
     default), boost_alpha with BoostLU, and every method hyperparameter that declares a range."""
     method_name, boost_train, boost_infer = parse_variant(variant)
-    defaults = trainer_defaults(dataset)
-    declared = {"lr": TRAINING_HPARAMS["lr"]}
+    ranges = {"lr": learning_rate_range(dataset)}
     if boost_train or boost_infer:
-        declared["boost_alpha"] = TRAINING_HPARAMS["boost_alpha"]
-    ranges = {name: hp.search_range(defaults[name]) for name, hp in declared.items()}
+        ranges["boost_alpha"] = TRAINING_HPARAMS["boost_alpha"].search_range(trainer_defaults(dataset)["boost_alpha"])
     for name, hp in registry.method_class(method_name).hparams.items():
         bounds = hp.search_range(hp.default_for(dataset))
         if bounds is not None:
