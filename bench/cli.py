@@ -16,11 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from bench import registry
+from bench.arguments import (
+    SEED,
+    OneLineParser,
+    folder_argument,
+    folder_or_new,
+    gpu_share,
+    integer,
+    output_file,
+    parse_assignments,
+    positive_seconds,
+)
 from bench.claims import HEARTBEAT_SECONDS
 from bench.cluster import DEFAULT_RETRIES, EMBEDDED_GPU_SHARE
 from bench.errors import UserError
 from bench.observation import COLE_SEED
-from bench.spec import SEED_LIMIT
 from bench.workspace import DEFAULT_CACHE, DEFAULT_RESULTS, Workspace
 
 DEFAULT_LEADERBOARD = Path("leaderboard.md")
@@ -41,69 +51,6 @@ def stop_on_signal(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Interrupted(signum)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (and exit status 2)."""
-
-    def error(self, message: str) -> None:
-        raise UserError(f"{message} (see `{self.prog} --help`)")
-
-
-def integer(name: str, low: int, high: int | None = None):
-    """An argparse type: an integer in [low, high), with a message naming the option."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, not {text!r}") from None
-        if value < low or (high is not None and value >= high):
-            bound = f"in [{low}, {high})" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"{name} {value} must be {bound}")
-        return value
-    return parse
-
-
-SEED = integer("a seed", 0, SEED_LIMIT)
-
-
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"the heartbeat must be a number of seconds, not {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"the heartbeat must be more than 0 seconds, not {text}")
-    return value
-
-
-def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """['lr=0.01', 'epochs=3'] -> {'lr': '0.01', 'epochs': '3'} (values are typed by the hyperparameter)."""
-    values = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise UserError(f"--set expects NAME=VALUE, got {item!r}")
-        values[name.strip()] = value.strip()
-    return values
-
-
-def folder_argument(path: str | None, option: str) -> str | None:
-    """`path` if it is an existing folder (or None); UserError otherwise."""
-    if path is not None and not Path(path).is_dir():
-        kind = "a file" if Path(path).exists() else "missing"
-        raise UserError(f"{option} {path} is {kind}, not a folder")
-    return path
-
-
-def output_file(path: str) -> Path:
-    """`path` as an output file: its folder must exist and it must not be a folder."""
-    out = Path(path)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder; give a file name")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: folder {out.parent} does not exist; create it first")
-    return out
 
 
 def workspace_from(args: argparse.Namespace) -> Workspace:
@@ -417,24 +364,6 @@ def add_grid_options(parser: argparse.ArgumentParser) -> None:
                         help="with --cluster: folder on every node for built datasets and epoch checkpoints "
                              "(default: this --cache, as an absolute path); a shared path lets a retried task "
                              "resume on another node")
-
-
-def gpu_share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--gpus-per-cell must be a number, not {text!r}") from None
-    if not 0 < value <= 8:
-        raise argparse.ArgumentTypeError(f"--gpus-per-cell {text} must be more than 0 and at most 8")
-    return value
-
-
-def folder_or_new(path: str, option: str) -> Path:
-    """`path` as an absolute folder that exists or can be created (it is created on the worker nodes)."""
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{option} {path} is a file, not a folder")
-    return folder.resolve()
 
 
 def build_parser() -> argparse.ArgumentParser:

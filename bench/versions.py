@@ -18,9 +18,9 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 
 NOT_RESULT_AFFECTING = frozenset({
-    "__init__.py", "checkpoints.py", "claims.py", "cli.py", "cluster.py", "datacard.py", "errors.py", "figures.py",
-    "grid.py", "localcluster.py", "numerics.py", "records.py", "registry.py", "report.py", "runner.py", "stats.py",
-    "tables.py", "tracking.py", "tuning.py", "versions.py", "workspace.py",
+    "__init__.py", "arguments.py", "checkpoints.py", "claims.py", "cli.py", "cluster.py", "datacard.py", "errors.py",
+    "figures.py", "grid.py", "localcluster.py", "numerics.py", "records.py", "registry.py", "report.py", "runner.py",
+    "stats.py", "tables.py", "tracking.py", "tuning.py", "versions.py", "workspace.py",
 })
 """Modules that cannot change a run's numbers: the command line, storage, reporting, tuning, tracking and cluster
 glue.
