@@ -127,9 +127,9 @@ class ClaimStore:
                 (self.table.c.run_key == run_key) & (self.table.c.worker == self.worker)
                 & (self.table.c.status == "running")))
 
-    def keep_alive(self, *run_keys: str) -> threading.Event:
-        """Beat for `run_keys` in a background thread until the returned event is set."""
-        return self.keep_alive_all(set(run_keys))
+    def keep_alive(self, run_key: str) -> threading.Event:
+        """Beat for `run_key` in a background thread until the returned event is set."""
+        return self.keep_alive_all({run_key})
 
     def keep_alive_all(self, run_keys: set[str]) -> threading.Event:
         """Beat for every key in the set `run_keys`, which the caller may change while it runs (a cluster driver

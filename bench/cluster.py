@@ -34,7 +34,7 @@ from typing import Any
 from bench.claims import ClaimStore, first_line
 from bench.errors import UserError
 from bench.records import write_record
-from bench.runner import Outcome, release_quietly, take
+from bench.runner import Outcome, base_record, release_quietly, take, train_record
 from bench.spec import RunSpec
 from bench.tracking import Tracker
 from bench.workspace import Workspace
@@ -131,8 +131,6 @@ def train_cell(spec_fields: dict[str, Any], source: dict[str, Any], expected_key
     if key != expected_key:
         return {"mismatch": f"node {socket.gethostname()} keys this cell {key}, the driver {expected_key}: its "
                             f"numerics, torch or code differ ({identity['numerics']}, torch {identity['torch']})"}
-    from bench.runner import base_record, train_record
-
     try:
         record = train_record(spec, key, identity, source, data_cache=data_cache, checkpoints=checkpoints,
                               progress=False)

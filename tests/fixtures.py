@@ -1,4 +1,5 @@
-"""Small fixture trees in the official formats of the real datasets (real file layouts, real JPEGs)."""
+"""Test inputs and helpers: small fixture trees in the official formats of the real datasets (real file layouts,
+real JPEGs), a small digits-mosaic grid file, and what tests of whole `pamlbench` runs compare."""
 
 from __future__ import annotations
 
@@ -7,6 +8,27 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+
+def write_grid(path: Path, variants: list[str], seeds: list[int], epochs: int) -> Path:
+    """A digits-mosaic grid file of `variants` x `seeds` on the CPU, `epochs` epochs each."""
+    path.write_text(f"datasets = ['digits-mosaic']\nvariants = {variants!r}\nseeds = {seeds!r}\ndevice = 'cpu'\n"
+                    f"[overrides]\nepochs = {epochs}\n")
+    return path
+
+
+def metrics(results: Path) -> dict:
+    """run key -> (val mAP, test mAP, per-class AP, validation curve) of every record in `results`."""
+    from bench.records import read_records
+
+    return {r["run_key"]: (r["val_map"], r["test_map"], r["per_class_ap"], [c["val_map"] for c in r["curve"]])
+            for r in read_records(results)}
+
+
+def finish(process, timeout: float = 600) -> tuple[int, str, str]:
+    """Wait for a `pamlbench` subprocess: (exit status, stdout, stderr)."""
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
 
 
 def jpeg(path: Path, rng: np.random.Generator, size: int = 24) -> None:

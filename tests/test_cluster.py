@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures import finish, metrics, write_grid
 
 from bench.localcluster import RayCluster, all_processes, kill, namespace_available
 from bench.records import read_records
 
 pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -35,12 +37,6 @@ def cluster():
         started.stop()
 
 
-def write_grid(path: Path, variants: list[str], seeds: list[int], epochs: int) -> Path:
-    path.write_text(f"datasets = ['digits-mosaic']\nvariants = {variants!r}\nseeds = {seeds!r}\ndevice = 'cpu'\n"
-                    f"[overrides]\nepochs = {epochs}\n")
-    return path
-
-
 def one_process_reference(grid: Path, folder: Path, cache: Path) -> dict:
     """The same cells trained by a plain single-process `bench` with one thread (as each Ray task has)."""
     done = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--config", str(grid), "--results",
@@ -48,16 +44,6 @@ def one_process_reference(grid: Path, folder: Path, cache: Path) -> dict:
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return metrics(folder)
-
-
-def metrics(results: Path) -> dict:
-    return {r["run_key"]: (r["val_map"], r["test_map"], r["per_class_ap"], [c["val_map"] for c in r["curve"]])
-            for r in read_records(results)}
-
-
-def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=timeout)
-    return process.returncode, out, err
 
 
 def test_grid_runs_on_both_nodes_each_cell_once_with_single_process_numbers(cluster, tmp_path, cache_root):

@@ -7,10 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from fixtures import finish, metrics, write_grid
 
 from bench.claims import ClaimStore
 from bench.grid import Grid, run_grid
@@ -27,25 +27,9 @@ def pamlbench(*args, cwd, env_extra=None, **popen):
                             stderr=subprocess.PIPE, text=True, **popen)
 
 
-def finish(process, timeout=600):
-    out, err = process.communicate(timeout=timeout)
-    return process.returncode, out, err
-
-
-def write_grid(path: Path, variants, seeds, epochs) -> Path:
-    path.write_text(f"datasets = ['digits-mosaic']\nvariants = {variants!r}\nseeds = {seeds!r}\ndevice = 'cpu'\n"
-                    f"[overrides]\nepochs = {epochs}\n")
-    return path
-
-
 def results_part(board: str) -> str:
     """The leaderboard without its details (train seconds and memory differ between any two runs)."""
     return "\n".join(section.split("### Details")[0] for section in board.split("\n## "))
-
-
-def metrics(results: Path) -> dict:
-    return {r["run_key"]: (r["val_map"], r["test_map"], r["per_class_ap"], [c["val_map"] for c in r["curve"]])
-            for r in read_records(results)}
 
 
 # --- numerical faults ----------------------------------------------------------------------------------------------
