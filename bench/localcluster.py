@@ -22,8 +22,9 @@ RAY = Path(sys.executable).with_name("ray")
 
 def namespace_available() -> str | None:
     """Why a private network namespace cannot be made here, or None."""
-    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
-        return "unshare/nsenter not installed"
+    missing = [tool for tool in ("unshare", "nsenter", "ip") if shutil.which(tool) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (util-linux, iproute2)"
     probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
     return None if probe.returncode == 0 else f"unshare --net is not permitted here ({probe.stderr.strip()})"
 
