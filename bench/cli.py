@@ -113,7 +113,8 @@ def cmd_data_info(args: argparse.Namespace) -> None:
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
     from bench.datacard import size_check
-    from bench.prepared import PreparedDataset, prepare
+    from bench.preparation import prepare
+    from bench.prepared import PreparedDataset
 
     plugin = registry.load_dataset(args.name)
     if not isinstance(plugin, PreparedDataset):

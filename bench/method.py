@@ -69,6 +69,11 @@ class Method:
         """Scalar loss of one batch. `epoch` is 1-indexed; `indices` are the rows of the batch in the training set."""
         raise NotImplementedError
 
+    @classmethod
+    def check_schedule(cls, hparams: dict[str, Any], epochs: int) -> None:
+        """UserError when the resolved `hparams` cannot work over `epochs` epochs. Called when a run's spec is made,
+        so such a run is refused before anything is written."""
+
     def setup(self, state: TrainState) -> None:
         """Create state that depends on the training set (called once, before the first epoch)."""
 

@@ -178,6 +178,7 @@ def make_spec(dataset: str, variant: str, seed: int, *, overrides: dict[str, Any
     trainer = resolve(declared, {**{k: defaults[k] for k in declared}, **trainer_given}, dataset,
                       owner="the trainer")
     method_hparams = resolve(method_cls.hparams, given, dataset, owner=f"method {method_name!r}")
+    method_cls.check_schedule(method_hparams, trainer["epochs"])
     if weights is None and trainer["backbone"] == defaults["backbone"]:
         weights = dataset_cls.default_weights
     return RunSpec(dataset=dataset, method=method_name, seed=seed, hparams=tuple(sorted(method_hparams.items())),

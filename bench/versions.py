@@ -19,12 +19,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 
 NOT_RESULT_AFFECTING = frozenset({
     "__init__.py", "arguments.py", "checkpoints.py", "claims.py", "cli.py", "cluster.py", "datacard.py", "errors.py",
-    "figures.py", "grid.py", "localcluster.py", "numerics.py", "records.py", "registry.py", "report.py", "runner.py",
-    "stats.py", "tables.py", "tracking.py", "tuning.py", "versions.py", "workspace.py",
+    "figures.py", "grid.py", "localcluster.py", "numerics.py", "preparation.py", "records.py", "registry.py",
+    "report.py", "runner.py", "stats.py", "tables.py", "tracking.py", "tuning.py", "versions.py", "workspace.py",
 })
 """Modules that cannot change a run's numbers: the command line, storage, reporting, tuning, tracking and cluster
-glue.
-(`numerics.py` describes the numerics; its descriptor itself is part of the run key.)"""
+glue. (`numerics.py` describes the numerics; its descriptor itself is part of the run key. `preparation.py` writes
+prepared folders, whose checksums are the data fingerprint in the run key.)"""
 
 
 def _file_digest(path: Path) -> bytes:

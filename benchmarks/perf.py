@@ -99,7 +99,7 @@ def prepared_voc(workdir: Path, images: int, cache_size: int | None) -> Path:
     from fixtures import voc_tree
 
     from bench import registry
-    from bench.prepared import prepare
+    from bench.preparation import prepare
 
     raw, out = workdir / "raw", workdir / f"voc-{cache_size}"
     if not raw.exists():

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import UserError
-from bench.prepared import OfficialData, PreparedDataset
+from bench.preparation import OfficialData
+from bench.prepared import PreparedDataset
 
 
 def read_phase(raw: Path, phase: str) -> tuple[list[str], np.ndarray, list[str]]:

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import UserError
-from bench.prepared import OfficialData, PreparedDataset
+from bench.preparation import OfficialData
+from bench.prepared import PreparedDataset
 
 NUM_ATTRIBUTES = 312
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import UserError
-from bench.prepared import OfficialData, PreparedDataset
+from bench.preparation import OfficialData
+from bench.prepared import PreparedDataset
 
 
 def read_split(raw: Path, split: str, column: dict[str, int]) -> tuple[list[str], np.ndarray]:

@@ -70,10 +70,13 @@ class EntropyMaximisationAPL(Method):
                                      high=1),
     }
 
-    def setup(self, state):
-        if self.hp["apl_warmup"] >= state.epochs:
-            raise UserError(f"em-apl: apl_warmup={self.hp['apl_warmup']} must be below epochs={state.epochs}, "
+    @classmethod
+    def check_schedule(cls, hparams, epochs):
+        if hparams["apl_warmup"] >= epochs:
+            raise UserError(f"em-apl: apl_warmup={hparams['apl_warmup']} must be below epochs={epochs}, "
                             "or no pseudo-label is ever used")
+
+    def setup(self, state):
         self.unknown_per_class = (state.observed == 0).sum(0)
 
     def batch_loss(self, logits, observed, *, epoch, indices=None):

@@ -165,10 +165,17 @@ def test_grid_files_that_are_not_toml_or_not_utf8(project, capsys):
 
 
 def test_warm_up_not_before_the_last_epoch(project, cache_root, capsys):
+    """Refused when the spec is made, for one run and for a grid: no claim, no MLflow run, no record."""
+    Path("short.toml").write_text("datasets = ['digits-mosaic']\nvariants = ['em-apl']\nseeds = [0]\n"
+                                  "[overrides]\nepochs = 3\n")
+    before = snapshot(project)
     message = run_case(["run", "--method", "em-apl", "--set", "epochs=2", "--set", "apl_warmup=2"], str(cache_root),
                        capsys)
     assert "apl_warmup=2 must be below epochs=2" in message
-    assert len(list(Path("results").glob("*.json"))) == 1
+    for command in ("bench", "tune"):
+        assert "apl_warmup=6 must be below epochs=3" in run_case([command, "--config", "short.toml"], str(cache_root),
+                                                                  capsys)
+    assert snapshot(project) == before
 
 
 def test_corrupt_results_file_is_named_and_kept(project, cache_root, capsys):

@@ -11,10 +11,14 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
+from fixtures import voc_tree
+from PIL import Image
 
 from bench.claims import ClaimStore
 from bench.errors import UserError
+from bench.preparation import decode_all
 from bench.records import atomic_text, read_records
 from bench.spec import make_spec
 
@@ -211,3 +215,76 @@ def test_figures_missing_from_the_leaderboard_are_redrawn(tmp_path, cache_root):
     again = subprocess.run([sys.executable, "-m", "bench.cli", *common], cwd=tmp_path, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0 and "0 run(s) trained" in again.stdout and figure.exists()
+
+
+def slow_voc_tree(raw: Path, images: int) -> list[Path]:
+    """A VOC tree of `images` listed images, all hard links to one large noise JPEG, so that decoding takes seconds."""
+    voc_tree(raw, train=images // 2, val=images - images // 2)
+    large = raw / "large.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 1200, 3), dtype=np.uint8)).save(large)
+    jpegs = sorted((raw / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))
+    for jpeg in jpegs:
+        jpeg.unlink()
+        os.link(large, jpeg)
+    return jpegs
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids of the live processes whose command line contains `text`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_cache_larger_than_the_free_space_is_refused_before_anything_is_written(tiny_disk, tmp_path, capsys):
+    from bench.cli import main
+
+    voc_tree(tmp_path / "raw")
+    out = tiny_disk / "voc"
+    assert main(["data", "prepare", "voc", "--raw", str(tmp_path / "raw"), "--out", str(out), "--image-cache",
+                 "--size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the decoded image cache needs 0.2 MB" in err and f"{tiny_disk} has" in err, err
+    assert list(tiny_disk.iterdir()) == []
+
+
+def test_a_cache_that_does_not_fit_is_an_error_naming_the_path_not_a_sigbus(tiny_disk, tmp_path):
+    """The free-space check is passed (another writer fills the disk later): the full allocation still fails cleanly,
+    and no decoding worker is left."""
+    import multiprocessing
+
+    voc_tree(tmp_path / "raw")
+    jpegs = sorted((tmp_path / "raw").rglob("*.jpg"))
+    cache = tiny_disk / "images_64.u8"
+    with pytest.raises(UserError, match=f"cannot write {cache}: No space left on device"):
+        decode_all([str(p) for p in jpegs], 64, cache, progress=False)
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow
+def test_sigterm_while_decoding_removes_the_staging_folder_and_the_workers(tmp_path):
+    raw = tmp_path / "raw"
+    slow_voc_tree(raw, 600)
+    out = tmp_path / "data" / "voc"
+    out.parent.mkdir()
+    worker = pamlbench("data", "prepare", "voc", "--raw", str(raw), "--out", str(out), "--image-cache", cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.parent.glob(".voc.*/images_448.u8")):
+        time.sleep(0.05)
+    time.sleep(1.0)  # decoding under way
+    assert worker.poll() is None and len(processes_naming(str(raw))) > 1  # the command and its decoding workers
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 143 and "Traceback" not in err, err
+    assert err.strip().splitlines() == ["pamlbench: terminated (SIGTERM); finished runs are kept, run the same "
+                                        "command again to resume"]
+    assert list(out.parent.iterdir()) == []
+    deadline = time.time() + 10
+    while processes_naming(str(raw)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert processes_naming(str(raw)) == []

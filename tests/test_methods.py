@@ -184,10 +184,14 @@ def test_apl_pseudo_labels_only_after_warmup_only_negative_never_revised():
     assert torch.equal(state.observed == 1, observed == 1)  # no positive pseudo-label, observed positives kept
 
 
-def test_apl_warmup_must_be_below_epochs():
-    method = bench.load_method("em-apl", apl_warmup=5)
-    with pytest.raises(bench.UserError, match="apl_warmup"):
-        method.setup(TrainState(observed=torch.zeros(3, 2), epochs=5, expected_positives=1.0))
+def test_apl_warmup_must_be_below_epochs_when_the_spec_is_made():
+    from bench.spec import make_spec
+
+    assert dict(make_spec("digits-mosaic", "em-apl", 0).hparams)["apl_warmup"] == 6  # 6 of the default 12 epochs
+    for overrides in ({"apl_warmup": 12}, {"epochs": 6}):
+        with pytest.raises(bench.UserError, match="must be below epochs"):
+            make_spec("digits-mosaic", "em-apl", 0, overrides=overrides)
+    make_spec("digits-mosaic", "em-apl", 0, overrides={"epochs": 3, "apl_warmup": 2})
 
 
 LL_TABLE = {  # k per epoch 1..10 with B = 16 computed as the LL/BG code does (float arithmetic)

@@ -1,8 +1,10 @@
 """The real datasets' preparation from fixture trees in the official formats, and their errors."""
 
 import json
+import multiprocessing
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from fixtures import coco_tree, cub_tree, nuswide_tree, openimages_tree, voc_tre
 from bench import registry
 from bench.cli import main
 from bench.observation import single_positive
-from bench.prepared import cole_split, prepare
+from bench.preparation import cole_split, prepare
 from bench.records import read_records
 from bench.rundata import observed_labels
 
@@ -95,6 +97,27 @@ def test_nuswide_and_openimages_prepare(tmp_path):
     assert np.array_equal(observed, np.where(labels[:8] == 1, 1, np.where(labels[:8] == 0, -1, 0)))
 
 
+def test_preparing_twice_gives_the_same_files_and_fingerprint(tmp_path):
+    """Preparation is deterministic (no timestamps in splits.npz), so the same download gives the same run keys."""
+    voc_tree(tmp_path / "raw")
+    first = prepared("voc", tmp_path / "raw", tmp_path / "a", cache_size=16)
+    second = prepared("voc", tmp_path / "raw", tmp_path / "b", cache_size=16)
+    assert first["files"] == second["files"]
+    assert (tmp_path / "a" / "images_16.u8").read_bytes() == (tmp_path / "b" / "images_16.u8").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a" / "splits.npz") as archive:
+        assert {member.date_time for member in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    voc = registry.load_dataset("voc")
+    assert voc.fingerprint(tmp_path / "a", tmp_path) == voc.fingerprint(tmp_path / "b", tmp_path)
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o755  # a shared data folder is readable by the team
+
+
+def test_output_in_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
+    voc_tree(tmp_path / "raw")
+    assert main(["data", "prepare", "voc", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "no" / "voc")]) == 2
+    assert "that should hold --out does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
 def test_decoded_cache_equals_decoding(tmp_path):
     voc_tree(tmp_path / "raw")
     prepared("voc", tmp_path / "raw", tmp_path / "voc", cache_size=16)
@@ -132,6 +155,7 @@ def test_prepare_errors_name_the_file_and_leave_nothing(case, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == (["raw"] if case != "missing raw folder" else [])
+    assert multiprocessing.active_children() == []  # decoding workers terminated on the error path too
 
 
 def test_class_count_mismatch(tmp_path, capsys):
