@@ -38,15 +38,14 @@ import signal
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 from bench.errors import UserError
 from bench.prepared import FORMAT, PreparedDataset, decode
+from bench.records import atomic_text, atomic_write
 
 VAL_FRACTION = 0.2
 SPLIT_SEED = 1200
@@ -104,24 +103,22 @@ def check_free_space(folder: Path, needed: int) -> None:
                         "free: free some space, choose another --out, or prepare without --image-cache")
 
 
-def write_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Create `path` and fill it with `write(stream)`, fsynced; an OSError is a UserError naming the path."""
-    try:
-        with open(path, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+def npy_bytes(array: np.ndarray) -> bytes:
+    """`array` in .npy format."""
+    stream = io.BytesIO()
+    np.save(stream, array)
+    return stream.getvalue()
 
 
-def save_npz(stream: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """`np.savez` with fixed member timestamps, so that the same data gives the same bytes (and checksum)."""
+    stream = io.BytesIO()
     with zipfile.ZipFile(stream, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, array in arrays.items():
             member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with archive.open(member, "w", force_zip64=True) as entry:
                 np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
+    return stream.getvalue()
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:
@@ -180,20 +177,20 @@ def decode_all(paths: list[str], size: int, cache: Path | None, *, progress: boo
 
 
 def staged_files(data: OfficialData, train_rows: np.ndarray, val_rows: np.ndarray,
-                 paths: list[str]) -> dict[str, Callable[[BinaryIO], None]]:
-    """The small files of a prepared folder, by name, as writers."""
+                 paths: list[str]) -> dict[str, bytes]:
+    """The small files of a prepared folder, by name, with their contents."""
     labels = np.concatenate([data.train_labels[train_rows], data.train_labels[val_rows], data.test_labels])
     num_train, num_val = len(train_rows), len(val_rows)
     files = {
-        "labels.npy": lambda stream: np.save(stream, labels),
-        "splits.npz": lambda stream: save_npz(stream, {
+        "labels.npy": npy_bytes(labels),
+        "splits.npz": npz_bytes({
             "train": np.arange(num_train), "val": np.arange(num_train, num_train + num_val),
             "test": np.arange(num_train + num_val, len(labels)), "official": np.concatenate([train_rows, val_rows])}),
-        "images.txt": lambda stream: stream.write(("\n".join(paths) + "\n").encode()),
+        "images.txt": ("\n".join(paths) + "\n").encode(),
     }
     if data.observed_train is not None:
         annotated = np.concatenate([data.observed_train[train_rows], data.observed_train[val_rows]])
-        files["annotated.npy"] = lambda stream: np.save(stream, annotated.astype(np.float32))
+        files["annotated.npy"] = npy_bytes(annotated.astype(np.float32))
     return files
 
 
@@ -237,8 +234,8 @@ def prepare(plugin: PreparedDataset, raw: Path, out: Path, *, cache_size: int | 
     except OSError as error:
         raise UserError(f"cannot write in {out.parent}: {error.strerror or error}") from None
     try:
-        for name, write in staged_files(data, train_rows, val_rows, paths).items():
-            write_file(staging / name, write)
+        for name, contents in staged_files(data, train_rows, val_rows, paths).items():
+            atomic_write(staging / name, contents)
         if verify or cache_size:
             decode_all([str(data.image_root / p) for p in paths], cache_size or 32,
                        staging / f"images_{cache_size}.u8" if cache_size else None, progress=progress)
@@ -249,8 +246,7 @@ def prepare(plugin: PreparedDataset, raw: Path, out: Path, *, cache_size: int | 
             "annotated": data.observed_train is not None, "cache_size": cache_size,
             "files": {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if not p.name.endswith(".u8")},
         }
-        write_file(staging / "manifest.json", lambda stream: stream.write((json.dumps(manifest, indent=1) + "\n")
-                                                                          .encode()))
+        atomic_text(staging / "manifest.json", json.dumps(manifest, indent=1) + "\n")
         os.chmod(staging, 0o755)
         try:
             staging.rename(out)
