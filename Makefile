@@ -12,7 +12,6 @@ PIP_NOISE := grep -v "is ignored: it is neither a file nor a directory" || true
 
 .PHONY: setup bench bench-quick prepare tune perf report test system-packages lint ui clean-cache
 
-N_TRIALS ?= 20
 UI_PORT ?= 5000
 # make bench DATASET=voc DATA=~/data/voc: one dataset of benchmark.toml, or a prepared real dataset
 DATASET ?=
@@ -45,8 +44,8 @@ prepare: $(STAMP)  ## prepare a real dataset: make prepare DATASET=voc RAW=... O
 	@test -n "$(DATASET)" -a -n "$(RAW)" -a -n "$(OUT)" || { echo "usage: make prepare DATASET=voc RAW=DIR OUT=DIR"; exit 2; }
 	$(BIN)/pamlbench data prepare $(DATASET) --raw $(RAW) --out $(OUT) $(if $(IMAGE_CACHE),--image-cache)
 
-tune: $(STAMP)  ## tune every variant of benchmark.toml with Optuna (N_TRIALS each); bench then uses the results
-	$(BIN)/pamlbench tune --n-trials $(N_TRIALS)
+tune: $(STAMP) system-packages  ## tune every variant of benchmark.toml with its [tuning] budget; bench then uses the results
+	$(BIN)/pamlbench tune $(BENCH_ARGS)
 
 ui: $(STAMP)  ## browse the MLflow runs on http://127.0.0.1:$(UI_PORT)
 	$(BIN)/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/.pamlbench/mlflow.db}" \

@@ -188,14 +188,32 @@ def grid_from(args: argparse.Namespace):
         data=folder_argument(args.data, "--data"), device=args.device, label_seed=args.label_seed)
 
 
+def worker_plan(args: argparse.Namespace, grid):
+    """The local worker plan of --jobs/--threads (None with --cluster, whose resources decide); this process's
+    torch threads are set to the plan's, as the run keys computed here must be the workers'."""
+    if args.cluster:
+        if args.jobs is not None:
+            raise UserError("--jobs sets local worker processes; with --cluster the cluster's CPUs and GPUs decide "
+                            "(set --threads per cell instead)")
+        return None
+    import torch
+
+    from bench.rundata import resolve_device
+    from bench.workers import plan_workers
+
+    plan = plan_workers(args.jobs, args.threads, resolve_device(grid.device))
+    torch.set_num_threads(plan.threads)
+    return plan
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
-    from bench.grid import run_grid
-    from bench.runner import remove_failed
+    from bench.runner import remove_failed, run_grid
 
     grid = grid_from(args)
     workspace = workspace_from(args)
     out = output_file(args.out)
     options = task_options(args, workspace)
+    plan = worker_plan(args, grid)
     if args.cluster:  # the cluster's resources decide the device; the specs are built (and keyed) here
         requested_device, grid = grid.device, grid.narrow(device="cpu")
     cells = grid.cells(workspace.tuned)
@@ -211,7 +229,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         counts = run_on_cluster(cells, workspace, args.cluster, resources, options, device=requested_device,
                                 claims=claims, tracker=tracker)
     else:
-        counts = run_grid(cells, workspace, claims=claims, tracker=tracker)
+        counts = run_grid(cells, workspace, plan=plan, claims=claims, tracker=tracker)
     lost = counts.get("lost", 0)
     print(f"bench: {counts['trained']} run(s) trained, {counts['failed']} failed, {counts['recorded']} already "
           f"recorded, {counts['elsewhere']} left to other workers" + (f", {lost} not trained (see above)"
@@ -248,38 +266,43 @@ def task_options(args: argparse.Namespace, workspace: Workspace):
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from bench.tuning import check_storage, make_pruner, tune
+    from bench.tuning import check_storage, tune_locally
 
     grid = grid_from(args)
     workspace = workspace_from(args)
-    make_pruner(args.pruner, 1)
+    budget = grid.tuning.model_copy(update={name: value for name, value in (
+        ("n_trials", args.n_trials), ("pruner", args.pruner), ("seed", args.seed),
+        ("objective", args.val_variant)) if value is not None})
     options = task_options(args, workspace)
+    plan = worker_plan(args, grid)
     spec_grid = grid.narrow(device="cpu") if args.cluster else grid  # on a cluster, its resources pick the device
-    base_specs = [spec_grid.base_spec(dataset, variant, args.seed) for dataset in grid.datasets
+    base_specs = [spec_grid.base_spec(dataset, variant, budget.seed) for dataset in grid.datasets
                   for variant in grid.variants]
     resources = join_cluster(args)
     if workspace.storage:
         check_storage(workspace.optuna_url())
     tracker = tracker_from(args, workspace)
     workspace.ensure_writable()
+    print(f"tune: {len(base_specs)} stud{'y' if len(base_specs) == 1 else 'ies'}, each {budget.describe()}",
+          flush=True)
     if args.cluster:
         from bench.cluster import tune_on_cluster
 
-        summaries = tune_on_cluster(grid, base_specs, workspace, resources, options,
-                                    n_trials=args.n_trials, seed=args.seed, pruner=args.pruner,
-                                    val_variant=args.val_variant, heartbeat=args.heartbeat, tracker=tracker)
-        for summary in summaries:
+        for summary in tune_on_cluster(grid, base_specs, workspace, resources, options, budget,
+                                       heartbeat=args.heartbeat, tracker=tracker):
             print_tune_summary(summary)
-        return
-    for spec in base_specs:
-        summary = tune(grid, spec, workspace, n_trials=args.n_trials, seed=args.seed, pruner=args.pruner,
-                       val_variant=args.val_variant, tracker=tracker, heartbeat=args.heartbeat)
-        print_tune_summary(summary)
+    else:
+        tune_locally(grid, base_specs, workspace, budget, plan, on_summary=print_tune_summary, tracker=tracker,
+                     heartbeat=args.heartbeat)
 
 
 def print_tune_summary(summary: dict[str, Any]) -> None:
+    check = summary["convergence"]
+    still = (f"; STILL IMPROVING: +{check['gain']:.2f} over the last third of the trials" if check["improving"]
+             and check["gain"] is not None else "")
     print(f"tune {summary['study']}: best val mAP {summary['best_value']:.2f} ({summary['n_trials']} trials, "
-          f"{summary['pruned']} pruned, {summary['epochs_trained']} epochs) with {summary['best_params']}", flush=True)
+          f"{summary['pruned']} pruned, {summary['epochs_trained']} epochs) with {summary['best_params']}{still}",
+          flush=True)
 
 
 def report(workspace: Workspace, out: Path, fmt: str, force: bool) -> None:
@@ -361,6 +384,9 @@ def add_grid_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=integer("--retries", 0),
                         help=f"with --cluster: times a task whose worker or node died is run again (default "
                              f"{DEFAULT_RETRIES})")
+    parser.add_argument("--jobs", type=integer("--jobs", 1, 1024),
+                        help="local worker processes training cells (or tuning studies) at once (default: one per "
+                             "core, with --threads 1; `--jobs 1 --threads 2`: one process of 2 threads)")
     parser.add_argument("--worker-cache", metavar="DIR",
                         help="with --cluster: folder on every node for built datasets and epoch checkpoints "
                              "(default: this --cache, as an absolute path); a shared path lets a retried task "
@@ -424,13 +450,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune_cmd = commands.add_parser("tune", help="tune hyperparameters with Optuna (one study per variant)",
                                    parents=[common])
     add_grid_options(tune_cmd)
-    tune_cmd.add_argument("--n-trials", type=integer("--n-trials", 1), default=20,
-                          help="finished trials per study (default 20)")
-    tune_cmd.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
-    tune_cmd.add_argument("--seed", type=SEED, default=100,
-                          help="training seed of every trial and the TPE seed (default 100, outside the benchmark's)")
-    tune_cmd.add_argument("--val-variant", choices=["clean", "observed"], default="clean",
-                          help="validation labels the trials are scored on (default clean)")
+    tune_cmd.add_argument("--n-trials", type=integer("--n-trials", 1, 100_000),
+                          help="finished trials per study (default: the grid file's [tuning] budget)")
+    tune_cmd.add_argument("--pruner", choices=["median", "hyperband", "none"],
+                          help="default: the grid file's [tuning] budget")
+    tune_cmd.add_argument("--seed", type=SEED,
+                          help="training seed of every trial and the TPE seed (default: the grid file's [tuning] "
+                               "budget, 100, outside the benchmark's seeds)")
+    tune_cmd.add_argument("--val-variant", choices=["clean", "observed"],
+                          help="validation labels the trials are scored on (default: the grid file's [tuning] "
+                               "objective, clean)")
     tune_cmd.add_argument("--heartbeat", type=positive_seconds, default=HEARTBEAT_SECONDS,
                           help="trial heartbeat in seconds; a trial silent for 3 beats is failed and retried")
     tune_cmd.set_defaults(handler=cmd_tune)

@@ -34,7 +34,7 @@ from typing import Any
 from bench.claims import ClaimStore, first_line
 from bench.errors import UserError
 from bench.records import write_record
-from bench.runner import Outcome, base_record, release_quietly, take, train_record
+from bench.runner import Outcome, base_record, outcome_line, release_quietly, take, train_record
 from bench.spec import RunSpec
 from bench.tracking import Tracker
 from bench.workspace import Workspace
@@ -193,7 +193,7 @@ def run_on_cluster(cells: list[tuple[RunSpec, dict[str, Any]]], workspace: Works
                 outcome = collect(ref, spec, key, workspace, claims, tracker)
                 beating.discard(key)
                 counts[outcome.state] += 1
-                bar.write(cell_line(spec, outcome))
+                bar.write(outcome_line(spec, outcome))
                 bar.update()
     except BaseException:
         for ref, (_, key) in in_flight.items():
@@ -232,18 +232,6 @@ def collect(ref, spec: RunSpec, key: str, workspace: Workspace, claims: ClaimSto
     return Outcome("trained" if record["status"] == "done" else "failed", record)
 
 
-def cell_line(spec: RunSpec, outcome: Outcome) -> str:
-    """The line printed when a cell's task returns."""
-    label = f"{spec.dataset} {spec.variant} seed={spec.seed}"
-    record = outcome.record
-    if outcome.state == "trained":
-        return (f"{label}: val mAP {record['val_map']:.2f}, test mAP {record['test_map']:.2f} (best epoch "
-                f"{record['best_epoch']}, {record['train_seconds']:.1f} s of training)")
-    if outcome.state == "failed":
-        return f"{label}: FAILED, recorded as failed: {record['error']}"
-    return f"{label}: NOT TRAINED ({record['error']}); run the command again to retry it"
-
-
 def cluster_device(requested: str, resources: dict[str, float]) -> str:
     """'cuda' when the grid asks for 'auto' or 'cuda' and the cluster has GPUs, 'cpu' for 'auto' or 'cpu'
     otherwise; UserError for 'cuda' on a cluster without GPUs."""
@@ -260,27 +248,22 @@ def describe(resources: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
-def tune_worker(grid, base: RunSpec, storage_url: str, sampler_seed: int, *, n_trials: int, seed: int, pruner: str,
-                val_variant: str, heartbeat: float, tracking: tuple[str, str] | None, parent: str | None,
-                options: TaskOptions) -> None:
-    """Run trials of `base`'s study on a worker until the study has `n_trials` finished trials (runs on a worker;
-    its TPE sampler has its own seed, so that workers started together do not suggest the same values)."""
+def tune_worker(grid, base: RunSpec, storage_url: str, budget, sampler_offset: int, *, heartbeat: float,
+                tracking: tuple[str, str] | None, parent: str | None, options: TaskOptions) -> None:
+    """Run trials of `base`'s study on a cluster worker until the study has its budget's finished trials."""
     import ray
     import torch
 
-    from bench.tuning import open_study, run_trials, spec_study
+    from bench.tuning import trial_worker
 
     torch.set_num_threads(options.threads)
-    study = open_study(spec_study(base), storage_url, sampler_seed, pruner, base.epochs, heartbeat)
-    tracker = Tracker(Path(tracking[0]), tracking[1]) if tracking else None
-    run_trials(study, grid, base, Path(options.worker_cache) / "data", n_trials=n_trials, seed=seed,
-               val_variant=val_variant, tracker=tracker, parent=parent, progress=False,
-               worker=ray.get_runtime_context().get_node_id())
+    trial_worker(grid, base, storage_url, budget, sampler_offset, heartbeat, tracking, parent,
+                 str(Path(options.worker_cache) / "data"), worker=ray.get_runtime_context().get_node_id())
 
 
 def tune_on_cluster(grid, bases: list[RunSpec], workspace: Workspace, resources: dict[str, float],
-                    options: TaskOptions, *, n_trials: int, seed: int, pruner: str, val_variant: str,
-                    heartbeat: float, tracker: Tracker | None) -> list[dict[str, Any]]:
+                    options: TaskOptions, budget, *, heartbeat: float,
+                    tracker: Tracker | None) -> list[dict[str, Any]]:
     """Tune each of `bases` in turn, its trials run by as many Ray tasks as the cluster has slots (at most
     `n_trials`), all on the study in `workspace.optuna_url()`, which every worker must reach (PostgreSQL, or the
     SQLite default on a single machine); returns the summaries."""
@@ -297,16 +280,16 @@ def tune_on_cluster(grid, bases: list[RunSpec], workspace: Workspace, resources:
     for base in bases:
         base = dataclasses.replace(base, device=device)
         name = spec_study(base)
-        study = open_study(name, workspace.optuna_url(), seed, pruner, base.epochs, heartbeat)
+        study = open_study(name, workspace.optuna_url(), budget, base.epochs, heartbeat)
         parent = start_parent(tracker, base, name)
         gpus = options.gpus_for(base)
         slots = int(resources.get("GPU", 0) // gpus) if gpus else int(resources.get("CPU", 1) // options.threads)
-        workers = max(1, min(slots, n_trials))
+        workers = max(1, min(slots, budget.n_trials))
         print(f"tune {name}: {workers} worker task(s) on the cluster", flush=True)
         refs = [task.options(num_cpus=options.threads, num_gpus=gpus, max_retries=options.retries,
                              retry_exceptions=False).remote(
-            worker_grid, base, workspace.optuna_url(), seed + index, n_trials=n_trials, seed=seed, pruner=pruner,
-            val_variant=val_variant, heartbeat=heartbeat, tracking=tracking, parent=parent, options=options)
+            worker_grid, base, workspace.optuna_url(), budget, index, heartbeat=heartbeat, tracking=tracking,
+            parent=parent, options=options)
             for index in range(workers)]
         try:
             ray.get(refs)
@@ -316,6 +299,5 @@ def tune_on_cluster(grid, bases: list[RunSpec], workspace: Workspace, resources:
             for ref in refs:
                 ray.cancel(ref, force=True)
             raise
-        summaries.append(summarize(study, base, workspace, seed=seed, pruner=pruner, val_variant=val_variant,
-                                   tracker=tracker, parent=parent))
+        summaries.append(summarize(study, base, workspace, budget, tracker=tracker, parent=parent))
     return summaries

@@ -1,39 +1,54 @@
-"""The benchmark grid: datasets x variants x seeds, read from a TOML file (default `benchmark.toml`), run in order.
+"""The benchmark grid: datasets x variants x seeds, read from a TOML file (default `benchmark.toml`).
 
 This is the one path from user input to RunSpecs: the grid file is validated field by field (`GridFile`), the
 command line narrows it (`Grid.narrow`: datasets, variants, seeds, overrides, data folder, device, label seed), and
 `Grid.cells` builds each cell's RunSpec once, with the tuned hyperparameters of its study where they exist. `bench`
-and `tune` take their specs from here.
-
-Cells whose record exists are skipped, so an interrupted benchmark resumes where it stopped and a finished one
-trains nothing.
+and `tune` take their specs from here; `bench.runner.run_grid` runs them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench import registry
-from bench.claims import ClaimStore
 from bench.errors import UserError
 from bench.observation import COLE_SEED
 from bench.rundata import resolve_device
-from bench.runner import run_spec
 from bench.spec import SEED_LIMIT, RunSpec, make_spec, trainer_defaults
-from bench.tracking import Tracker
 from bench.tuning import study_name, tuned_overrides
-from bench.workspace import Workspace
 
 Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 Name = Annotated[str, Field(min_length=1)]
 Scalar = bool | int | float | str
+
+
+class TuningBudget(BaseModel):
+    """The one budget every study of a grid gets (the grid file's `[tuning]` table; `tune` options override it):
+    a TPE sampler with `startup_trials` random trials first, `n_trials` finished (complete or pruned) trials per
+    study, the pruner, and the seed of both the sampler and every trial's training (outside the benchmark's seeds).
+    The objective is the best-epoch validation mAP on the `objective` labels (clean: the papers' protocol)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    sampler: Literal["tpe"] = "tpe"
+    startup_trials: int = Field(10, ge=0, le=1000)
+    n_trials: int = Field(20, ge=1, le=100_000)
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    seed: Seed = 100
+    objective: Literal["clean", "observed"] = "clean"
+
+    def describe(self) -> str:
+        """One line for the leaderboard and the command line."""
+        return (f"{self.n_trials} finished trials per study; {self.sampler.upper()} sampler (seed {self.seed}, "
+                f"{self.startup_trials} random start-up trials); {self.pruner} pruner on the running best; "
+                f"objective: best-epoch validation mAP on {self.objective} labels; trials trained with seed "
+                f"{self.seed}")
 
 
 class GridFile(BaseModel):
@@ -50,12 +65,13 @@ class GridFile(BaseModel):
     device: str = "auto"
     overrides: dict[str, Scalar] = {}
     data_dirs: dict[str, str] = {}
+    tuning: TuningBudget = TuningBudget()
 
 
 @dataclass(frozen=True)
 class Grid:
     """A benchmark grid. `overrides` apply to every cell that uses them (e.g. {'epochs': 2}); `data_dirs` maps
-    dataset -> folder."""
+    dataset -> folder; `tuning` is the budget of every study."""
 
     datasets: list[str]
     variants: list[str]
@@ -65,6 +81,7 @@ class Grid:
     device: str = "auto"
     overrides: dict[str, Any] = field(default_factory=dict)
     data_dirs: dict[str, str] = field(default_factory=dict)
+    tuning: TuningBudget = field(default_factory=TuningBudget)
 
     def narrow(self, *, datasets: list[str] | None = None, variants: list[str] | None = None,
                seeds: list[int] | None = None, overrides: dict[str, Any] | None = None, data: str | None = None,
@@ -103,10 +120,6 @@ class Grid:
                 cells += [(self.base_spec(dataset, variant, seed, params), source) for seed in self.seeds]
         return cells
 
-    def specs(self) -> list[RunSpec]:
-        """Every cell's RunSpec with default hyperparameters."""
-        return [spec for spec, _ in self.cells()]
-
 
 def load_grid(path: Path) -> Grid:
     """Parse and validate a benchmark TOML file; UserError with one line naming the file and the field otherwise.
@@ -127,37 +140,12 @@ def load_grid(path: Path) -> Grid:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top level)"
         raise UserError(f"benchmark file {path}: field {where!r}: {first['msg']}") from None
-    fields = parsed.model_dump()
+    fields = {name: getattr(parsed, name) for name in GridFile.model_fields}
     optional = fields.pop("optional_datasets")
     for name in fields["datasets"] + optional:
         registry.dataset_class(name)
     data_dirs = fields["data_dirs"]
-    fields["datasets"] += [name for name in optional if name not in fields["datasets"]
+    fields["datasets"] = fields["datasets"] + [name for name in optional if name not in fields["datasets"]
                            and registry.dataset_class(name).available(data_dirs.get(name))]
     return Grid(**fields)
 
-
-def run_grid(cells: list[tuple[RunSpec, dict[str, Any]]], workspace: Workspace, *,
-             claims: ClaimStore | None = None, tracker: Tracker | None = None,
-             progress: bool = True) -> dict[str, int]:
-    """Run every cell not yet recorded, printing one line per cell trained, failed or left to another worker.
-
-    Returns how many cells ended in each state ('trained', 'failed', 'recorded', 'elsewhere').
-    """
-    workspace.ensure_writable()
-    claims = claims or ClaimStore(workspace.claims_url())
-    counts = dict.fromkeys(("trained", "failed", "recorded", "elsewhere"), 0)
-    for number, (spec, source) in enumerate(cells, 1):
-        label = f"[{number}/{len(cells)}] {spec.dataset} {spec.variant} seed={spec.seed}"
-        started = time.perf_counter()
-        outcome = run_spec(spec, workspace, claims=claims, hparam_source=source, tracker=tracker, progress=progress)
-        counts[outcome.state] += 1
-        record = outcome.record
-        if outcome.state == "trained":
-            print(f"{label}: val mAP {record['val_map']:.2f}, test mAP {record['test_map']:.2f} "
-                  f"(best epoch {record['best_epoch']}, {time.perf_counter() - started:.1f} s)", flush=True)
-        elif outcome.state == "failed":
-            print(f"{label}: FAILED, recorded as failed: {record['error']}", flush=True)
-        elif outcome.state == "elsewhere":
-            print(f"{label}: being trained by another worker", flush=True)
-    return counts

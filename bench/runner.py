@@ -1,5 +1,8 @@
-"""Run one RunSpec end to end: skip it if recorded (or done by another worker), else claim it, train it (resuming
-from its epoch checkpoint if a previous attempt was interrupted) and write its record atomically.
+"""Run cells: one RunSpec end to end (`run_spec`), or every pending cell of a grid, in this process or in local
+worker processes (`run_grid`).
+
+A cell is skipped if recorded (or done by another worker); otherwise it is claimed, trained (resuming from its epoch
+checkpoint if a previous attempt was interrupted) and its record written atomically.
 
 A non-finite loss is the method's failure: it is recorded with status 'failed' and the error, never as a result.
 Any other exception (including being killed) leaves no record: the cell is trained again by the next attempt,
@@ -10,8 +13,10 @@ from __future__ import annotations
 
 import datetime
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +26,18 @@ from bench.records import RECORD_FORMAT, read_record, record_path, write_record
 from bench.spec import RunSpec
 from bench.tracking import Tracker
 from bench.versions import git_commit, package_versions
+from bench.workers import WorkerPlan, run_tasks
 from bench.workspace import Workspace
+
+STATES = ("trained", "failed", "recorded", "elsewhere", "lost")
+"""What can become of a cell: see `Outcome`."""
 
 
 @dataclass
 class Outcome:
     """What became of one cell: 'trained', 'failed' (recorded as failed now), 'recorded' (already),
-    or 'elsewhere' (done or being trained by another worker)."""
+    'elsewhere' (done or being trained by another worker), or 'lost' (not trained: its worker kept dying, or a
+    cluster node refused it; `record` then holds only the 'error')."""
 
     state: str
     record: dict[str, Any] | None
@@ -136,3 +146,83 @@ def remove_failed(specs: list[RunSpec], workspace: Workspace, claims: ClaimStore
             claims.forget(key)
             removed += 1
     return removed
+
+
+def outcome_line(spec: RunSpec, outcome: Outcome) -> str | None:
+    """The line printed when a cell ends (None for a cell that was already recorded)."""
+    label = f"{spec.dataset} {spec.variant} seed={spec.seed}"
+    record = outcome.record
+    if outcome.state == "trained":
+        return (f"{label}: val mAP {record['val_map']:.2f}, test mAP {record['test_map']:.2f} (best epoch "
+                f"{record['best_epoch']}, {record['train_seconds']:.1f} s of training)")
+    if outcome.state == "failed":
+        return f"{label}: FAILED, recorded as failed: {record['error']}"
+    if outcome.state == "elsewhere":
+        return f"{label}: being trained by another worker"
+    if outcome.state == "lost":
+        return f"{label}: NOT TRAINED ({record['error']}); run the command again to retry it"
+    return None
+
+
+@cache
+def worker_tracker(cache_dir: str, uri: str) -> Tracker:
+    """The MLflow tracker of a worker process, opened once per process."""
+    return Tracker(Path(cache_dir), uri)
+
+
+def run_cell(spec: RunSpec, source: dict[str, Any], workspace: Workspace,
+             tracking: tuple[str, str] | None) -> Outcome:
+    """One cell in a worker process: `run_spec` with the worker's own claims store and tracker (`tracking` is the
+    tracker's (cache folder, URI), or None)."""
+    tracker = worker_tracker(*tracking) if tracking else None
+    return run_spec(spec, workspace, claims=ClaimStore(workspace.claims_url()), hparam_source=source,
+                    progress=False, tracker=tracker)
+
+
+def run_grid(cells: list[tuple[RunSpec, dict[str, Any]]], workspace: Workspace, *, plan: WorkerPlan | None = None,
+             claims: ClaimStore | None = None, tracker: Tracker | None = None,
+             progress: bool = True) -> dict[str, int]:
+    """Run every cell not yet recorded, printing one line per cell trained, failed, left to another worker or not
+    trained, under one progress bar over the cells (on a terminal). With a `plan` of several jobs, the cells are
+    trained in that many local worker processes (`bench.workers`), each with the plan's thread count, which must
+    be this process's too: the run keys are computed here. Returns how many cells ended in each state."""
+    from tqdm import tqdm
+
+    workspace.ensure_writable()
+    claims = claims or ClaimStore(workspace.claims_url())
+    counts = dict.fromkeys(STATES, 0)
+    with tqdm(total=len(cells), desc="cells", unit="cell", dynamic_ncols=True,
+              disable=not (progress and sys.stderr.isatty())) as bar:
+
+        def finished(spec: RunSpec, outcome: Outcome) -> None:
+            counts[outcome.state] += 1
+            bar.update()
+            line = outcome_line(spec, outcome)
+            if line is not None:
+                bar.write(f"[{sum(counts.values())}/{len(cells)}] {line}", file=sys.stdout)
+                sys.stdout.flush()
+
+        if plan is None or plan.jobs == 1:
+            for spec, source in cells:
+                finished(spec, run_spec(spec, workspace, claims=claims, hparam_source=source, tracker=tracker,
+                                        progress=progress))
+            return counts
+        pending = []
+        for spec, source in cells:
+            path = record_path(workspace.results, spec.key(spec.identity(workspace.data_cache)))
+            if path.exists():
+                finished(spec, Outcome("recorded", read_record(path)))
+            else:
+                pending.append((spec, source))
+        tracking = (str(workspace.cache.resolve()), tracker.uri) if tracker else None
+        started = time.perf_counter()
+        lost = run_tasks([(spec, source, workspace, tracking) for spec, source in pending], run_cell, plan,
+                         on_result=lambda task, outcome: finished(task[0], outcome),
+                         on_broken=lambda unfinished: bar.write(
+                             f"a worker process died; {len(unfinished)} unfinished cell(s) go to a new pool "
+                             "(finished records are kept)", file=sys.stderr))
+        for spec, _, _, _ in lost:
+            finished(spec, Outcome("lost", {"error": "its worker process died again and again"}))
+        bar.write(f"{len(pending)} cell(s) in {plan.jobs} worker processes of {plan.threads} thread(s): "
+                  f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return counts

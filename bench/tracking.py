@@ -4,7 +4,8 @@ Tracking URI: `Workspace.tracking_uri` (MLFLOW_TRACKING_URI if set, else a SQLit
 `.pamlbench/mlflow.db`; MLflow 3 deprecates its file store), with artifacts in `.pamlbench/mlartifacts`. One
 experiment per (dataset, protocol); one run per training run with the whole RunSpec as params, tags (run key, git
 commit, package versions, label-draw checksum, device, worker), per-epoch metrics (train_loss, val_map,
-val_map_observed, test_map, fn_memorised), final metrics (best_val_map, test_map) and artifacts (per-class AP, the
+val_map_observed, test_map, fn_memorised; step = epoch), final metrics under their own names (best_val_map,
+final_test_map, best_epoch: a per-epoch chart is always a true curve) and artifacts (per-class AP, the
 record). Tuning trials are child runs of one parent run per study.
 
 The run record in results/ is the source of truth. A tracking store that cannot be opened at start is a UserError
@@ -130,7 +131,7 @@ class Tracker:
             if record["status"] == "done":
                 self.client.log_metric(run_id, "best_val_map", record["val_map"])
                 if "test_map" in record:
-                    self.client.log_metric(run_id, "test_map", record["test_map"])
+                    self.client.log_metric(run_id, "final_test_map", record["test_map"])
                 self.client.log_metric(run_id, "best_epoch", record["best_epoch"])
                 self.client.log_dict(run_id, record["per_class_ap"], "per_class_ap.json")
             else:
@@ -138,10 +139,13 @@ class Tracker:
             self.client.log_dict(run_id, record, "record.json")
             self.client.set_terminated(run_id, "FINISHED" if record["status"] == "done" else "FAILED")
 
-    def end(self, run_id: str | None, status: str) -> None:
+    def end(self, run_id: str | None, status: str, *, pruned: bool = False) -> None:
+        """Close a run that did not finish with `status` (KILLED, FAILED); a pruned tuning trial is tagged so."""
         if run_id is not None and not self.broken:
             with self.guard("end"):
                 self.check_store()
+                if pruned:
+                    self.client.set_tag(run_id, "pamlbench.pruned", "true")
                 self.client.set_terminated(run_id, status)
 
     def check_store(self) -> None:

@@ -22,9 +22,12 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +92,8 @@ def suggest(trial, method: str, ranges: dict[str, tuple[float, float]]) -> dict[
 def make_pruner(name: str, epochs: int):
     import optuna
 
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "median":  # never before a third of the epochs: slow starters are not cut before they can climb
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(1, epochs // 3))
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
     if name == "none":
@@ -98,16 +101,21 @@ def make_pruner(name: str, epochs: int):
     raise UserError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
 
 
-def open_study(name: str, storage_url: str, seed: int, pruner: str, epochs: int,
-               heartbeat: float = HEARTBEAT_SECONDS):
-    """Create or load the study at `storage_url` (heartbeats on, failed trials retried)."""
+def open_study(name: str, storage_url: str, budget, epochs: int, heartbeat: float = HEARTBEAT_SECONDS,
+               sampler_offset: int = 0):
+    """Create or load the study at `storage_url` (heartbeats on, failed trials retried), with the sampler and
+    pruner of `budget` (a `bench.grid.TuningBudget`). Several workers on one study give their samplers
+    different seeds (`sampler_offset`), so that workers started together do not suggest the same values."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-    pruner_object = make_pruner(pruner, epochs)
+    pruner_object = make_pruner(budget.pruner, epochs)
+    sampler = optuna.samplers.TPESampler(seed=budget.seed + sampler_offset, n_startup_trials=budget.startup_trials)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+    sqlite_folder(storage_url)
     races = (IntegrityError, ProgrammingError, optuna.exceptions.DuplicatedStudyError)
     attempt = 0
     while True:  # workers starting together race on creating the tables and the study: retry a few times
@@ -115,7 +123,7 @@ def open_study(name: str, storage_url: str, seed: int, pruner: str, epochs: int,
             storage = RDBStorage(storage_url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
             return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                       sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner_object)
+                                       sampler=sampler, pruner=pruner_object)
         except races:
             attempt += 1
             if attempt == 5:
@@ -124,6 +132,12 @@ def open_study(name: str, storage_url: str, seed: int, pruner: str, epochs: int,
         except Exception as error:  # noqa: BLE001 - a storage the user pointed to
             raise UserError(f"cannot open Optuna storage {redact(storage_url)}: {first_line(error)}; check the URL "
                             "and that the database server is running") from None
+
+
+def sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite storage file (SQLite creates the file, not its folder)."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def check_storage(url: str) -> None:
@@ -140,19 +154,80 @@ def check_storage(url: str) -> None:
                         "database server is running") from None
 
 
-def tune(grid, base: RunSpec, workspace, *, n_trials: int, seed: int, pruner: str = "median",
-         val_variant: str = "clean", tracker=None, progress: bool = True,
+def tune(grid, base: RunSpec, workspace, budget, *, tracker=None, progress: bool = True,
          heartbeat: float = HEARTBEAT_SECONDS) -> dict[str, Any]:
-    """Run (or resume, or join) the study of `base`'s cell until `n_trials` trials are finished; save and return
-    its summary {study, n_trials, best_value, best_params, ...}. Every trial's spec comes from `grid` (a
+    """Run (or resume, or join) the study of `base`'s cell until `budget.n_trials` trials are finished; save and
+    return its summary {study, n_trials, best_value, best_params, ...}. Every trial's spec comes from `grid` (a
     `bench.grid.Grid`): the cell with the suggested values, under the grid's overrides and label seed."""
     name = spec_study(base)
-    study = open_study(name, workspace.optuna_url(), seed, pruner, base.epochs, heartbeat)
+    study = open_study(name, workspace.optuna_url(), budget, base.epochs, heartbeat)
     parent = start_parent(tracker, base, name)
-    run_trials(study, grid, base, workspace.data_cache, n_trials=n_trials, seed=seed, val_variant=val_variant,
-               tracker=tracker, parent=parent, progress=progress)
-    return summarize(study, base, workspace, seed=seed, pruner=pruner, val_variant=val_variant, tracker=tracker,
-                     parent=parent)
+    run_trials(study, grid, base, workspace.data_cache, budget, tracker=tracker, parent=parent, progress=progress)
+    return summarize(study, base, workspace, budget, tracker=tracker, parent=parent)
+
+
+def finished_trials(study) -> int:
+    """Trials of `study` that count towards the budget: complete or pruned, over every worker."""
+    from optuna.trial import TrialState
+
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
+
+
+def trial_worker(grid, base: RunSpec, storage_url: str, budget, sampler_offset: int, heartbeat: float,
+                 tracking: tuple[str, str] | None, parent: str | None, data_cache: str,
+                 worker: str | None = None) -> None:
+    """Run trials of `base`'s study in a worker process until the study has `budget.n_trials` finished trials,
+    counted over every worker (a local worker process or a cluster task)."""
+    from bench.tracking import Tracker
+
+    study = open_study(spec_study(base), storage_url, budget, base.epochs, heartbeat, sampler_offset)
+    tracker = Tracker(Path(tracking[0]), tracking[1]) if tracking else None
+    run_trials(study, grid, base, Path(data_cache), budget, tracker=tracker, parent=parent, progress=False,
+               worker=worker)
+
+
+def tune_locally(grid, bases: list[RunSpec], workspace, budget, plan, *,
+                 on_summary: Callable[[dict[str, Any]], None], tracker=None,
+                 heartbeat: float = HEARTBEAT_SECONDS) -> None:
+    """Tune the study of every base spec in local worker processes (`plan`: a `bench.workers.WorkerPlan`), and
+    call `on_summary` with each study's summary as soon as it finishes (it is saved by then). With one job, the
+    studies run one after another in this process; otherwise each study is one task of the pool. Either way a
+    study runs its trials one after another, in one process, so its trials and best values are the same whatever
+    the number of jobs, and it ends with exactly its budget of finished trials. (Several processes on one study,
+    through one storage, are `tune` commands started side by side; their samplers then differ.)"""
+    from bench.workers import run_tasks
+
+    if plan.jobs == 1:
+        for base in bases:
+            on_summary(tune(grid, base, workspace, budget, tracker=tracker, heartbeat=heartbeat))
+        return
+    studies = {}
+    for base in bases:
+        name = spec_study(base)
+        study = open_study(name, workspace.optuna_url(), budget, base.epochs, heartbeat)
+        if finished_trials(study) >= budget.n_trials:
+            on_summary(summarize(study, base, workspace, budget, tracker=tracker))
+        else:
+            studies[name] = (study, base)
+    if not studies:
+        return
+    tracking = (str(workspace.cache.resolve()), tracker.uri) if tracker else None
+    parents = {name: start_parent(tracker, base, name) for name, (_, base) in studies.items()}
+    tasks = [(grid, base, workspace.optuna_url(), budget, 0, heartbeat, tracking, parents[name],
+              str(workspace.data_cache)) for name, (_, base) in studies.items()]
+
+    def finished(task: tuple[Any, ...], _: None) -> None:
+        study, base = studies[spec_study(task[1])]
+        on_summary(summarize(study, base, workspace, budget, tracker=tracker, parent=parents[spec_study(base)]))
+
+    def broken(unfinished) -> None:
+        print(f"tune: a worker process died; {len(unfinished)} unfinished study task(s) go to a new pool (its "
+              "trial is retried after the heartbeat's grace period)", file=sys.stderr, flush=True)
+
+    left = run_tasks(tasks, trial_worker, plan, on_result=finished, on_broken=broken)
+    if left:
+        raise UserError(f"tune: worker processes kept dying; {len(left)} study task(s) unfinished: run the same "
+                        "command again to resume")
 
 
 def start_parent(tracker, base: RunSpec, name: str) -> str | None:
@@ -160,10 +235,12 @@ def start_parent(tracker, base: RunSpec, name: str) -> str | None:
     return tracker.start(base, f"study {name}", name=f"study {base.variant} on {base.dataset}") if tracker else None
 
 
-def run_trials(study, grid, base: RunSpec, data_cache: Path, *, n_trials: int, seed: int, val_variant: str,
-               tracker=None, parent: str | None = None, progress: bool = True, worker: str | None = None) -> None:
-    """Run trials of `study` in this process until `n_trials` trials of it are finished, counted over every
-    worker. Each trial is logged as a child of `parent`; `worker` (where it ran) is kept as a trial attribute."""
+def run_trials(study, grid, base: RunSpec, data_cache: Path, budget, *, tracker=None, parent: str | None = None,
+               progress: bool = True, worker: str | None = None) -> None:
+    """Run trials of `study` in this process until `budget.n_trials` trials of it are finished, counted over every
+    worker. The pruner sees each trial's running best validation mAP (the objective is the best epoch's, so a
+    trial is never pruned for an epoch after its peak). Each trial is logged as a child of `parent`; `worker`
+    (where it ran) is kept as a trial attribute."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -171,7 +248,7 @@ def run_trials(study, grid, base: RunSpec, data_cache: Path, *, n_trials: int, s
     from bench.trainer import NumericalFault, Trainer
 
     ranges = {k: v for k, v in search_ranges(base.dataset, base.variant).items() if k not in grid.overrides}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    val_variant, seed, n_trials = budget.objective, budget.seed, budget.n_trials
     selected = "val_map" if val_variant == "clean" else "val_map_observed"
 
     def objective(trial: optuna.Trial) -> float:
@@ -182,18 +259,23 @@ def run_trials(study, grid, base: RunSpec, data_cache: Path, *, n_trials: int, s
         run_id = tracker.start(spec, f"trial {trial.number}", parent=parent,
                                name=f"trial {trial.number}") if tracker else None
 
+        running_best = -math.inf
+
         def report(epoch: int, point: dict[str, float]) -> None:
+            nonlocal running_best
             if tracker:
                 tracker.epoch(run_id, epoch, point)
-            trial.report(point[selected], epoch)
+            running_best = max(running_best, point[selected])
+            trial.report(running_best, epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} (val mAP {point[selected]:.2f})")
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} (best val mAP {running_best:.2f})")
 
         try:
             result = Trainer(spec, data_cache, progress=progress).run(on_epoch=report)
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as pruned:
+            print(f"tune {study.study_name}: trial {trial.number} {pruned}", flush=True)
             if tracker:
-                tracker.end(run_id, "KILLED")
+                tracker.end(run_id, "KILLED", pruned=True)
             raise
         except NumericalFault as fault:
             trial.set_user_attr("error", str(fault))
@@ -209,13 +291,12 @@ def run_trials(study, grid, base: RunSpec, data_cache: Path, *, n_trials: int, s
         return chosen["val_map"]
 
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    if sum(t.state in finished for t in study.get_trials(deepcopy=False)) < n_trials:
+    if finished_trials(study) < n_trials:
         study.optimize(objective, catch=(NumericalFault,),
                        callbacks=[MaxTrialsCallback(n_trials, states=finished)])
 
 
-def summarize(study, base: RunSpec, workspace, *, seed: int, pruner: str, val_variant: str, tracker=None,
-              parent: str | None = None) -> dict[str, Any]:
+def summarize(study, base: RunSpec, workspace, budget, *, tracker=None, parent: str | None = None) -> dict[str, Any]:
     """Save the study's summary to `results/tuned/`, close its MLflow parent run, and return the summary;
     UserError when no trial completed."""
     from optuna.trial import TrialState
@@ -232,8 +313,8 @@ def summarize(study, base: RunSpec, workspace, *, seed: int, pruner: str, val_va
         "failed": sum(t.state == TrialState.FAIL for t in trials),
         "epochs_trained": sum(len(t.intermediate_values) for t in trials),
         "best_value": study.best_value, "best_params": study.best_params, "best_trial": study.best_trial.number,
-        "seed": seed, "pruner": pruner, "protocol": base.protocol, "label_seed": base.label_seed,
-        "val_variant": val_variant, "backbone": base.backbone, "epochs": base.epochs,
+        "budget": budget.model_dump(), "protocol": base.protocol, "label_seed": base.label_seed,
+        "backbone": base.backbone, "epochs": base.epochs, "convergence": study_convergence(study),
     }
     atomic_json(tuned_path(workspace.tuned, study.study_name), summary)
     if tracker:
@@ -241,6 +322,34 @@ def summarize(study, base: RunSpec, workspace, *, seed: int, pruner: str, val_va
                                 "best_epoch": study.best_trial.user_attrs.get("best_epoch", 0),
                                 "per_class_ap": {}, "summary": summary})
     return summary
+
+
+CONVERGENCE_GAIN = 0.5
+"""A study whose best validation mAP rose by more than this over its last third of trials is flagged as still
+improving: its budget may be too small."""
+
+
+def convergence(values: list[float | None]) -> dict[str, Any]:
+    """The tuning-convergence check of one study, from its finished trials' values in trial order (None for a
+    pruned trial): the best value after the first two thirds of them (rounded up) and after all, and whether the
+    last third gained more than CONVERGENCE_GAIN ('improving'; also when the first two thirds have no value)."""
+    early_count = math.ceil(2 * len(values) / 3)
+    early = [v for v in values[:early_count] if v is not None]
+    final = [v for v in values if v is not None]
+    best_early = max(early) if early else None
+    best = max(final) if final else None
+    gain = None if best_early is None or best is None else best - best_early
+    return {"trials": len(values), "early_trials": early_count, "best_early": best_early, "best": best,
+            "gain": gain, "improving": gain is None or gain > CONVERGENCE_GAIN}
+
+
+def study_convergence(study) -> dict[str, Any]:
+    """`convergence` of an Optuna study's finished trials."""
+    from optuna.trial import TrialState
+
+    finished = sorted((t for t in study.get_trials(deepcopy=False)
+                       if t.state in (TrialState.COMPLETE, TrialState.PRUNED)), key=lambda t: t.number)
+    return convergence([t.value if t.state == TrialState.COMPLETE else None for t in finished])
 
 
 def tuned_overrides(tuned: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:

@@ -189,7 +189,7 @@ def from_scratch(workdir: Path) -> None:
 
 
 def tuning(workdir: Path) -> None:
-    from bench.grid import Grid
+    from bench.grid import Grid, TuningBudget
     from bench.tuning import tune
     from bench.workspace import Workspace
 
@@ -199,7 +199,8 @@ def tuning(workdir: Path) -> None:
     for pruner in ("none", "median"):
         workspace = Workspace(results=workdir / f"tuned-{pruner}", cache=workdir / "cache",
                               storage=f"sqlite:///{workdir / f'{pruner}.db'}")
-        summary = tune(grid, base, workspace, n_trials=20, seed=100, pruner=pruner, progress=False)
+        budget = TuningBudget(n_trials=20, pruner=pruner, seed=100)
+        summary = tune(grid, base, workspace, budget, progress=False)
         figures[pruner] = summary
         row(f"tuning ls, 20 trials of 5 epochs, pruner {pruner}: epochs trained", str(summary["epochs_trained"]),
             f"best val mAP {summary['best_value']:.2f}")

@@ -14,19 +14,19 @@ soft label with s = 1; here -1 is kept for real observed negatives and pseudo-la
 
 APL, as the released code does it: U_c = number of unknown training entries of class c at the
 start (fixed). After the training pass of every epoch e >= warmup (1-indexed) except the last (whose labels would
-never be used), predict every training image and, for each class, take the n_c = floor(theta U_c / (T - warmup))
+never be used), predict every training image and, for each class, take the n_c = int(theta * U_c / (T - warmup))
 unknown entries with the lowest score (fewer if fewer remain) and set observed <- -p. Pseudo-labels are never
 revised, and no positive pseudo-label is ever made. Two deliberate differences from the reference: the predictions
 come from the unshuffled, unaugmented training set (the reference uses its shuffled loader with random flips, which
 makes the step depend on augmentation noise), and the confidence is clamped to [1e-12, 1 - 1e-6], so that a score
 of exactly 0 is stored as a pseudo-label rather than as -0.0 == unknown. Ties in the lowest scores are broken by
-row order (a stable sort).
+row order (a stable sort). n_c is computed in the reference's order (theta times U_c, then divided): in floating
+point, (theta / (T - T_w)) * U_c falls just short of an integer quotient and would take one entry fewer (theta =
+0.3, T - T_w = 6, U_c = 20 gives 1 in the reference's order, 0.99999... -> 0 in the other).
 
 Warm-up on the mosaics: half of their default epochs (6 of 12 on digits-mosaic, 9 of 18 on fashion-mosaic), the
 share the paper uses on VOC and COCO (5 of 10).
 """
-
-import math
 
 import torch
 
@@ -67,7 +67,7 @@ class EntropyMaximisationAPL(Method):
                                  high=1000, per_dataset={"voc": 5, "coco": 5, "nuswide": 4, "cub": 3,
                                                          "digits-mosaic": 6, "fashion-mosaic": 9}),
         "neg_proportion": Hyperparam(0.9, "share theta of each class's unknowns pseudo-labelled by the end", low=0,
-                                     high=1),
+                                     high=1, search=(0.5, 0.95)),
     }
 
     @classmethod
@@ -88,9 +88,9 @@ class EntropyMaximisationAPL(Method):
         return torch.where(soft, pseudo, terms).mean()
 
     def per_epoch_quota(self, epochs: int) -> torch.Tensor:
-        """n_c = floor(theta U_c / (T - T_w)) for every class."""
-        share = self.hp["neg_proportion"] / (epochs - self.hp["apl_warmup"])
-        return torch.tensor([math.floor(share * int(u)) for u in self.unknown_per_class.tolist()])
+        """n_c = int(theta * U_c / (T - T_w)) for every class, in the reference's order of operations."""
+        theta, remaining = self.hp["neg_proportion"], epochs - self.hp["apl_warmup"]
+        return torch.tensor([int(theta * int(u) / remaining) for u in self.unknown_per_class.tolist()])
 
     def end_of_epoch(self, epoch, state, predict_train):
         if epoch < self.hp["apl_warmup"] or epoch >= state.epochs:

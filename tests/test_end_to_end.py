@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench.claims import ClaimStore
-from bench.grid import Grid, run_grid
+from bench.grid import Grid
+from bench.runner import run_grid
 from bench.records import read_records
 from bench.runner import run_spec
 from bench.spec import make_spec
@@ -39,8 +40,10 @@ def test_resume_trains_nothing_already_recorded(workspace):
     specs = Grid(["digits-mosaic"], ["an"], [0, 1], overrides=ONE_EPOCH, device="cpu").cells()
     assert run_grid(specs[:1], workspace, progress=False)["trained"] == 1
     first = sorted(p.stat().st_mtime_ns for p in workspace.results.glob("*.json"))
-    assert run_grid(specs, workspace, progress=False) == {"trained": 1, "failed": 0, "recorded": 1, "elsewhere": 0}
-    assert run_grid(specs, workspace, progress=False) == {"trained": 0, "failed": 0, "recorded": 2, "elsewhere": 0}
+    assert run_grid(specs, workspace, progress=False) == {"trained": 1, "failed": 0, "recorded": 1, "elsewhere": 0,
+                                                       "lost": 0}
+    assert run_grid(specs, workspace, progress=False) == {"trained": 0, "failed": 0, "recorded": 2, "elsewhere": 0,
+                                                       "lost": 0}
     assert len(read_records(workspace.results)) == 2
     assert sorted(p.stat().st_mtime_ns for p in workspace.results.glob("*.json"))[:1] == first
 

@@ -165,7 +165,7 @@ def test_apl_pseudo_labels_only_after_warmup_only_negative_never_revised():
     method.end_of_epoch(1, state, lambda: scores)
     assert torch.equal(state.observed, observed)  # warm-up: pure EM
     method.end_of_epoch(2, state, lambda: scores)
-    quotas = [math.floor(0.9 * 15 / 2), math.floor(0.9 * 17 / 2)]  # U_c = 15, 17 unknowns; T - T_w = 2
+    quotas = [6, 7]  # int(0.9 * 15 / 2), int(0.9 * 17 / 2): U_c = 15, 17 unknowns; T - T_w = 2
     pseudo = (state.observed < 0) & (state.observed > -1)
     assert pseudo.sum(0).tolist() == quotas
     for c in range(2):
@@ -182,6 +182,18 @@ def test_apl_pseudo_labels_only_after_warmup_only_negative_never_revised():
     method.end_of_epoch(4, state, lambda: scores)  # the last epoch's labels would never be used
     assert torch.equal(state.observed, before_last)
     assert torch.equal(state.observed == 1, observed == 1)  # no positive pseudo-label, observed positives kept
+
+
+def test_apl_quota_follows_the_reference_order_of_operations():
+    """int(theta * U_c / (T - T_w)), as the reference computes it: with theta = 0.3 and T - T_w = 6 the quota of
+    U_c = 20, 40, 60 is exactly 1, 2, 3, where (theta / (T - T_w)) * U_c gives 0.999..., 1.999..., 2.999..."""
+    method = bench.load_method("em-apl", apl_warmup=2, neg_proportion=0.3)
+    observed = torch.zeros(60, 4)
+    observed[20:, 0] = 1  # 20 unknowns
+    observed[:20, 1] = 1  # 40 unknowns
+    observed[:1, 2] = 1  # 59 unknowns: 2.95 -> 2
+    method.setup(TrainState(observed=observed, epochs=8, expected_positives=1.0))
+    assert method.per_epoch_quota(8).tolist() == [1, 2, 2, 3]
 
 
 def test_apl_warmup_must_be_below_epochs_when_the_spec_is_made():

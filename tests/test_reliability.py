@@ -13,7 +13,8 @@ import torch
 from fixtures import finish, metrics, write_grid
 
 from bench.claims import ClaimStore
-from bench.grid import Grid, run_grid
+from bench.grid import Grid
+from bench.runner import run_grid
 from bench.records import read_records
 from bench.report import leaderboard_markdown
 from bench.runner import Workspace, run_spec
@@ -37,7 +38,7 @@ def results_part(board: str) -> str:
 def test_non_finite_loss_is_recorded_as_failed_and_the_grid_goes_on(faulty_plugins, workspace):
     specs = Grid(["digits-mosaic"], ["nan-after-epoch-1", "an"], [0], overrides={"epochs": 2}, device="cpu").cells()
     counts = run_grid(specs, workspace, progress=False)
-    assert counts == {"trained": 1, "failed": 1, "recorded": 0, "elsewhere": 0}
+    assert counts == {"trained": 1, "failed": 1, "recorded": 0, "elsewhere": 0, "lost": 0}
     records = {r["variant"]: r for r in read_records(workspace.results)}
     failed = records["nan-after-epoch-1"]
     assert failed["status"] == "failed" and "test_map" not in failed

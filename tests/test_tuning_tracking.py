@@ -57,9 +57,10 @@ def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path
     assert record["hparam_source"] == {"kind": "tuned", "study": name, "n_trials": 4}
     assert record["spec"]["lr"] == pytest.approx(study.best_params["lr"])
     assert "| ls (tuned)" in (tmp_path / "leaderboard.md").read_text()
-    runs = mlflow.search_runs(experiment_names=["digits-mosaic/single-positive"], filter_string="metrics.test_map > 0")
+    runs = mlflow.search_runs(experiment_names=["digits-mosaic/single-positive"],
+                              filter_string="metrics.final_test_map > 0")
     bench_run = runs[runs["tags.pamlbench.run_key"] == record["run_key"]]
-    assert len(bench_run) == 1 and bench_run["metrics.test_map"].iloc[0] == pytest.approx(record["test_map"])
+    assert len(bench_run) == 1 and bench_run["metrics.final_test_map"].iloc[0] == pytest.approx(record["test_map"])
     assert bench_run["params.seed"].iloc[0] == "0" and bench_run["tags.git_commit"].iloc[0]
 
 
