@@ -175,6 +175,7 @@ def open_stores(args: argparse.Namespace, workspace: Workspace):
     from bench.claims import ClaimStore
 
     claims = ClaimStore(workspace.claims_url()) if workspace.storage else None
+    workspace.check_writable()
     tracker = tracker_from(args, workspace)
     return claims or ClaimStore(workspace.claims_url()), tracker
 

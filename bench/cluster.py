@@ -207,19 +207,26 @@ def run_on_cluster(cells: list[tuple[RunSpec, dict[str, Any]]], workspace: Works
 
 def collect(ref, spec: RunSpec, key: str, workspace: Workspace, claims: ClaimStore,
             tracker: Tracker | None) -> Outcome:
-    """Write what the task behind `ref` returned: the record (and best weights), or release the claim of a task
-    that was lost (retries exhausted) or refused by a node of other numerics."""
+    """Wait for the task behind `ref` and `settle` what it returned (a task lost for good, its retries spent,
+    returns {'lost': why})."""
     import ray
     from ray.exceptions import RayError
 
     try:
         returned = ray.get(ref)
     except RayError as error:
+        returned = {"lost": first_line(error)}
+    return settle(returned, spec, key, workspace, claims, tracker)
+
+
+def settle(returned: dict[str, Any], spec: RunSpec, key: str, workspace: Workspace, claims: ClaimStore,
+           tracker: Tracker | None) -> Outcome:
+    """Write what a cell's task returned: the record (and best weights), committed as a local run's; or, for a
+    task that was lost or refused by a node of other numerics, give the claim back so that a later command trains
+    the cell."""
+    if "lost" in returned or "mismatch" in returned:
         release_quietly(claims, key)
-        return Outcome("lost", {"error": first_line(error)})
-    if "mismatch" in returned:
-        release_quietly(claims, key)
-        return Outcome("lost", {"error": returned["mismatch"]})
+        return Outcome("lost", {"error": returned.get("lost") or returned["mismatch"]})
     record = returned["record"]
     if returned["weights"] is not None:
         from bench.records import atomic_write

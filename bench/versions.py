@@ -17,14 +17,35 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 
-NOT_RESULT_AFFECTING = frozenset({
-    "__init__.py", "arguments.py", "checkpoints.py", "claims.py", "cli.py", "cluster.py", "datacard.py", "errors.py",
-    "figures.py", "grid.py", "localcluster.py", "numerics.py", "preparation.py", "records.py", "registry.py",
-    "report.py", "runner.py", "stats.py", "tables.py", "tracking.py", "tuning.py", "versions.py", "workspace.py",
-})
-"""Modules that cannot change a run's numbers: the command line, storage, reporting, tuning, tracking and cluster
-glue. (`numerics.py` describes the numerics; its descriptor itself is part of the run key. `preparation.py` writes
-prepared folders, whose checksums are the data fingerprint in the run key.)"""
+NOT_RESULT_AFFECTING: dict[str, str] = {
+    "__init__.py": "re-exports the plugin API; defines nothing that computes",
+    "arguments.py": "command-line argument parsing",
+    "checkpoints.py": "saves and loads tensors as given (resume equality is tested for every method)",
+    "claims.py": "which worker trains which cell",
+    "cli.py": "the command line",
+    "cluster.py": "runs cells as Ray tasks; the worker computes the same run key and refuses a mismatch",
+    "datacard.py": "describes a dataset",
+    "errors.py": "the UserError type",
+    "figures.py": "draws figures from finished runs",
+    "grid.py": "turns the grid file and options into RunSpecs, whose every field is in the key",
+    "localcluster.py": "starts Ray processes for tests and benchmarks",
+    "numerics.py": "describes the numerics; the descriptor itself is part of the run key",
+    "preparation.py": "writes prepared folders, whose checksums are the data fingerprint in the run key",
+    "records.py": "reads and writes run records",
+    "registry.py": "finds plugins; their source files are hashed into the code version",
+    "report.py": "tables from finished runs",
+    "runner.py": "claims, records and worker processes around the trainer",
+    "stats.py": "statistics of finished runs",
+    "tables.py": "tables from finished runs",
+    "tracking.py": "MLflow logging",
+    "tuning.py": "Optuna studies; a tuned value enters a run's RunSpec",
+    "versions.py": "this hash itself",
+    "workers.py": "local worker processes; their thread count is part of the numerics in the run key",
+    "workspace.py": "folder and storage locations",
+}
+"""Modules that cannot change a run's numbers, each with the reason: the command line, storage, reporting, tuning,
+tracking and cluster glue. Every other module of `bench` is hashed into the code version, so a new module is
+result-affecting until it is listed here with a reason."""
 
 
 def _file_digest(path: Path) -> bytes:

@@ -67,6 +67,17 @@ class Workspace:
             if path.exists() and not path.is_dir():
                 raise UserError(f"--{name} {path} is a file, not a folder; choose a folder")
 
+    def check_writable(self) -> None:
+        """UserError unless records could be written: the results folder, or the nearest folder above it that
+        exists, is writable by this process (read-only mounts included). Writes nothing."""
+        self.check_paths()
+        folder = self.results.absolute()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not os.access(folder, os.W_OK):
+            raise UserError(f"results folder {self.results} is not writable ({folder} is read-only to this process); "
+                            "fix its permissions or choose another with --results")
+
     def ensure_writable(self) -> None:
         """Create the results folder; UserError unless records can be written to it (checked before training)."""
         self.check_paths()

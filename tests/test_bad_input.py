@@ -4,6 +4,7 @@ The trained project (one finished record, a grid file) is built once per session
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -194,13 +195,29 @@ def test_results_folder_not_writable(project, cache_root, capsys):
     assert "--results blocked is a file, not a folder" in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
-def test_read_only_results_folder(project, cache_root, capsys):
-    os.chmod("results", 0o555)
-    try:
-        assert "is not writable" in run_case(["run", "--method", "wan", "--set", "epochs=1"], str(cache_root), capsys)
-    finally:
-        os.chmod("results", 0o755)
+@pytest.fixture
+def read_only_folder(project: Path):
+    """A folder nobody may write to: a read-only tmpfs where this process may mount one (root ignores folder
+    permissions), else a folder of mode 0555."""
+    folder = project / "read-only"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"root, and cannot mount a read-only tmpfs here: {done.stderr.strip()}")
+        yield folder
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+def test_read_only_results_folder(read_only_folder, cache_root, capsys):
+    err = run_case(["run", "--method", "wan", "--set", "epochs=1", "--results", str(read_only_folder)],
+                   str(cache_root), capsys)
+    assert f"results folder {read_only_folder} is not writable" in err
 
 
 def test_checkpoint_from_another_model(project, cache_root, capsys):

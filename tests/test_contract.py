@@ -5,10 +5,12 @@ import math
 
 import pytest
 import torch
+from fixtures import coco_tree, cub_tree, nuswide_tree, openimages_tree, voc_tree
 
 import bench
 from bench import TrainState, registry
 from bench.cli import main
+from bench.preparation import prepare
 from bench.spec import TRAINING_HPARAMS, make_spec
 from bench.trainer import Trainer
 
@@ -37,6 +39,11 @@ class Tiny(Dataset):
     def fingerprint(self, data_dir, cache_dir):
         return "tiny-v1"
 '''
+
+
+OFFICIAL_FIXTURES = {"voc": voc_tree, "coco": coco_tree, "cub": cub_tree, "nuswide": nuswide_tree,
+                     "openimages": openimages_tree}
+"""Small trees in each real dataset's official download format (tests/fixtures.py)."""
 
 
 @pytest.fixture(scope="module")
@@ -96,20 +103,80 @@ def test_every_method_is_listed_with_its_hyperparameters(name, capsys):
 
 
 @pytest.mark.parametrize("name", registry.list_names("datasets"))
-def test_every_dataset_declares_a_valid_contract(name, capsys, cache_root):
+def test_every_dataset_declares_a_valid_contract(name, capsys, cache_root, tmp_path):
     plugin = registry.dataset_class(name)
     assert plugin.summary and set(plugin.defaults) <= set(TRAINING_HPARAMS)
     assert isinstance(plugin.available(None), bool)
     assert main(["list", "datasets"]) == 0 and name in capsys.readouterr().out
+    data_dir = None
     if plugin.needs_data_dir:
         with pytest.raises(bench.UserError, match="needs --data"):
             make_spec(name, "an", 0)
-        return
-    spec = make_spec(name, "an", 0)
+        assert name in OFFICIAL_FIXTURES, f"dataset {name} needs a fixture tree in the official format"
+        OFFICIAL_FIXTURES[name](tmp_path / "raw")
+        data_dir = tmp_path / "prepared"
+        prepare(registry.load_dataset(name), tmp_path / "raw", data_dir)
+        assert not plugin.available(None) and plugin.available(str(data_dir))
+    spec = make_spec(name, "an", 0, data_dir=str(data_dir) if data_dir else None)
     assert spec.epochs == plugin.defaults.get("epochs", TRAINING_HPARAMS["epochs"].default)
-    if plugin.available(None):
-        splits = plugin().load(None, cache_root / "data")
+    if plugin.available(str(data_dir) if data_dir else None):
+        size = 16 if data_dir else None
+        splits = plugin().load(data_dir, cache_root / "data", size)
+        allowed = {-1, 0, 1} if splits.annotated is not None else {0, 1}
         for split in (splits.train, splits.val, splits.test):
-            assert split.images.dtype == torch.uint8 and split.images.shape[0] == len(split.labels)
-            assert split.labels.shape[1] == splits.num_classes and set(map(float, split.labels.ravel())) <= {0, 1}
-        assert plugin().fingerprint(None, cache_root / "data") == plugin().fingerprint(None, cache_root / "data")
+            assert split.images[torch.arange(2)].dtype == torch.uint8 and split.images.shape[0] == len(split.labels)
+            assert split.labels.shape[1] == splits.num_classes and set(map(float, split.labels.ravel())) <= allowed
+        fingerprint = plugin().fingerprint(data_dir, cache_root / "data")
+        assert fingerprint == plugin().fingerprint(data_dir, cache_root / "data")
+
+
+class StopAfter(Exception):
+    """Raised from the epoch callback to interrupt a run, as a kill would, after its epoch checkpoint is written."""
+
+
+def interrupted_overrides(variant: str) -> dict:
+    """6 epochs, stopped after the 3rd; EM+APL's pseudo-labels start before the stop, so that both halves make some."""
+    return {"epochs": 6, **({"apl_warmup": 2} if variant.startswith("em-apl") else {})}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(variant, tiny_plugin, tmp_path):
+    """Stop after epoch 3 and resume from the epoch checkpoint: the record (test mAP, per-class AP, curve,
+    selections), the final observed labels (corrected by LL-Cp, pseudo-labelled by EM+APL) and the best-epoch
+    weights equal those of a run that was never stopped."""
+    spec = make_spec("tiny", variant, 0, overrides=interrupted_overrides(variant))
+    whole = Trainer(spec, tmp_path, progress=False)
+    expected = whole.run(resume_path=tmp_path / "whole.partial.pt")
+
+    def stop(epoch, point):
+        if epoch == 3:
+            raise StopAfter
+
+    with pytest.raises(StopAfter):
+        Trainer(spec, tmp_path, progress=False).run(resume_path=tmp_path / "part.partial.pt", on_epoch=stop)
+    resumed_trainer = Trainer(spec, tmp_path, progress=False)
+    resumed = resumed_trainer.run(resume_path=tmp_path / "part.partial.pt")
+    for field in ("test_map", "val_map", "best_epoch", "per_class_ap", "selections", "curve", "label_checksum"):
+        assert resumed[field] == expected[field], field
+    assert torch.equal(resumed_trainer.state.observed, whole.state.observed)
+    assert all(torch.equal(resumed_trainer.best_model[k], whole.best_model[k]) for k in whole.best_model)
+
+
+def test_the_saved_best_weights_are_those_of_the_best_clean_epoch(tiny_plugin, tmp_path):
+    """On noisy tiny data the best validation epoch is often not the last: the saved weights must be the best one's,
+    and evaluating them gives that epoch's validation mAP."""
+    checked_earlier_than_last = 0
+    for seed in range(4):
+        trainer = Trainer(make_spec("tiny", "an", seed, overrides={"epochs": 5}), tmp_path, progress=False)
+        snapshots = {}
+
+        def snapshot(epoch, point, trainer=trainer, snapshots=snapshots):
+            snapshots[epoch] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+        result = trainer.run(on_epoch=snapshot)
+        best = result["selections"]["clean"]["epoch"]
+        assert all(torch.equal(trainer.best_model[k], snapshots[best][k]) for k in snapshots[best])
+        trainer.model.load_state_dict(trainer.best_model)
+        assert trainer.evaluate()[0] == result["selections"]["clean"]["val_map"]
+        checked_earlier_than_last += best < 5
+    assert checked_earlier_than_last >= 1

@@ -10,9 +10,8 @@ import pytest
 
 from bench.claims import ClaimStore
 from bench.grid import Grid
-from bench.runner import run_grid
 from bench.records import read_records
-from bench.runner import run_spec
+from bench.runner import run_grid, run_spec
 from bench.spec import make_spec
 
 ONE_EPOCH = {"epochs": 1}

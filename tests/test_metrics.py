@@ -34,3 +34,25 @@ def test_matches_sklearn_with_ties_and_all_negative_class():
 def test_targets_are_label_equal_one():
     scores = np.array([[0.9], [0.2]])
     assert average_precision(scores, np.array([[1], [-1]]))[0] == 1.0
+
+
+def test_known_mask_restricts_each_class_to_its_annotated_images():
+    """OpenImages-style evaluation: each class's AP over the images annotated for it, its recall divided by the
+    annotated positives only; checked against sklearn on the masked rows."""
+    rng = np.random.default_rng(3)
+    scores = rng.random((60, 4))
+    targets = (rng.random((60, 4)) < 0.3).astype(int)
+    known = rng.random((60, 4)) < 0.6
+    targets[~known & (rng.random((60, 4)) < 0.5)] = 1  # unannotated positives that must not count
+    got = average_precision(scores, targets, known)
+    for c in range(4):
+        rows = known[:, c]
+        assert got[c] == pytest.approx(average_precision_score(targets[rows, c], scores[rows, c]))
+    assert not np.allclose(got, average_precision(scores, targets))  # the mask changes the answer
+
+
+def test_known_mask_class_without_annotated_positive_counts_zero():
+    scores = np.array([[0.9, 0.2], [0.1, 0.8], [0.5, 0.5]])
+    targets = np.array([[1, 1], [0, 0], [1, 0]])
+    known = np.array([[True, False], [True, True], [True, True]])  # class 1: its only positive is unannotated
+    assert average_precision(scores, targets, known).tolist() == [1.0, 0.0]

@@ -14,10 +14,9 @@ from fixtures import finish, metrics, write_grid
 
 from bench.claims import ClaimStore
 from bench.grid import Grid
-from bench.runner import run_grid
 from bench.records import read_records
 from bench.report import leaderboard_markdown
-from bench.runner import Workspace, run_spec
+from bench.runner import Workspace, run_grid, run_spec
 from bench.spec import make_spec
 from bench.trainer import Trainer
 

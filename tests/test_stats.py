@@ -51,3 +51,31 @@ def test_group_membership_is_judged_against_the_leader():
     assert stats.tied(results["a"], results["b"]) and stats.tied(results["b"], results["c"])
     assert not stats.tied(results["a"], results["c"])
     assert stats.tie_groups(results) == [["a", "b"], ["c"]]
+
+
+def test_identical_results_are_tied_and_share_a_group():
+    same = {0: 80.0, 1: 82.5, 2: 81.0}
+    assert stats.tied(same, dict(same))
+    assert stats.tie_groups({"a": same, "b": dict(same), "c": {0: 70.0, 1: 71.0, 2: 70.5}}) == [["a", "b"], ["c"]]
+    assert stats.tied_ranks({"a": same, "b": dict(same)}) == {"a": 1.5, "b": 1.5}
+
+
+def test_average_rank_is_the_mean_over_every_dataset():
+    """Ranks 1 and 3 on one dataset, 2 and 2 ... on the other: the mean of each variant's ranks, not their sum,
+    and not the last dataset's alone."""
+    from bench.tables import Cell, average_ranks
+
+    def cell(*values):
+        return Cell(test_map=dict(enumerate(values)))
+
+    table = {
+        ("an", "one"): cell(90.0, 90.1, 90.2), ("ls", "one"): cell(80.0, 80.1, 80.3),
+        ("em", "one"): cell(70.0, 70.1, 70.0),
+        ("an", "two"): cell(60.0, 60.2, 60.1), ("ls", "two"): cell(70.0, 70.2, 70.1),
+        ("em", "two"): cell(80.0, 80.1, 80.3),
+        ("full", "one"): cell(99.0, 99.0, 99.0), ("full", "two"): cell(99.0, 99.0, 99.0),  # the oracle: unranked
+    }
+    assert average_ranks(table, ["one", "two"]) == {"an": 2.0, "ls": 2.0, "em": 2.0}
+    table[("em", "two")] = cell(50.0, 50.1, 50.2)
+    assert average_ranks(table, ["one", "two"]) == {"an": 1.5, "ls": 1.5, "em": 3.0}
+    assert average_ranks(table, ["two"]) == {"ls": 1.0, "an": 2.0, "em": 3.0}

@@ -1,0 +1,159 @@
+"""The run key is complete: every field of a RunSpec (but its data location) and every part of its identity changes
+it, and every module the trainer depends on is hashed into the code version unless a reviewed list says why not.
+A key that forgot a field would silently reuse the record of a different run."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.spec import RunSpec, make_spec
+from bench.versions import BENCH_DIR, NOT_RESULT_AFFECTING, harness_version
+
+LOCATION_FIELDS = {"data_dir"}
+"""RunSpec fields that say where the data is, not what it is (its content is the data fingerprint)."""
+
+TRAINER_DEPENDENCIES_NOT_HASHED = {"__init__.py", "checkpoints.py", "errors.py", "numerics.py", "records.py",
+                                   "registry.py", "versions.py"}
+"""Modules the trainer imports, directly or not, that are reviewed as unable to change a run's numbers (each has its
+reason in `bench.versions.NOT_RESULT_AFFECTING`)."""
+
+BASE = make_spec("digits-mosaic", "an", 0)
+IDENTITY = {"code_version": "0123456789ab", "data_fingerprint": "fedcba987654", "torch": "2.14.1",
+            "numerics": {"device": "cpu", "isa": "AVX2", "threads": 1}}
+HINTS = typing.get_type_hints(RunSpec)
+
+SCALARS = st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
+                    st.text(max_size=8))
+VALUES = {
+    int: st.integers(-2**40, 2**40),
+    float: st.floats(allow_nan=False, allow_infinity=False),
+    str: st.text(max_size=12),
+    bool: st.booleans(),
+    float | None: st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+    str | None: st.one_of(st.none(), st.text(max_size=12)),
+    tuple[tuple[str, typing.Any], ...]: st.dictionaries(st.text(min_size=1, max_size=8), SCALARS, max_size=4).map(
+        lambda d: tuple(sorted(d.items()))),
+}
+
+
+def test_every_field_type_has_a_strategy():
+    """A field added to RunSpec with a new type must be covered here too."""
+    assert set(HINTS.values()) <= set(VALUES), set(HINTS.values()) - set(VALUES)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_field_change_changes_the_key(data):
+    name = data.draw(st.sampled_from(sorted(set(HINTS) - LOCATION_FIELDS)))
+    value = data.draw(VALUES[HINTS[name]].filter(lambda v: v != getattr(BASE, name)
+                                                 or type(v) is not type(getattr(BASE, name))))
+    changed = dataclasses.replace(BASE, **{name: value})
+    if changed.to_dict() == BASE.to_dict():  # e.g. 1 == 1.0 == True: the same value spelt otherwise
+        return
+    assert changed.key(IDENTITY) != BASE.key(IDENTITY), (name, value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_identity_change_changes_the_key(data):
+    part = data.draw(st.sampled_from(sorted(IDENTITY)))
+    if part == "numerics":
+        field = data.draw(st.sampled_from(sorted(IDENTITY["numerics"])))
+        new = data.draw(st.one_of(st.text(max_size=8), st.integers(0, 64)).filter(
+            lambda v: v != IDENTITY["numerics"][field]))
+        value = {**IDENTITY["numerics"], field: new}
+    else:
+        value = data.draw(st.text(max_size=16).filter(lambda v: v != IDENTITY[part]))
+    assert BASE.key({**IDENTITY, part: value}) != BASE.key(IDENTITY), (part, value)
+
+
+def test_the_data_location_is_not_in_the_key():
+    assert dataclasses.replace(BASE, data_dir="/elsewhere").key(IDENTITY) == BASE.key(IDENTITY)
+
+
+def test_the_real_identity_has_every_part(cache_root):
+    identity = BASE.identity(cache_root)
+    assert set(identity) == set(IDENTITY)
+    assert identity["numerics"]["device"] == "cpu" and identity["numerics"]["threads"] >= 1
+
+
+def bench_imports(module: str) -> set[str]:
+    """The bench modules (file names) that `module` imports, at its top or inside functions (TYPE_CHECKING too)."""
+    found = set()
+    for node in ast.walk(ast.parse((BENCH_DIR / module).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "bench":
+            found.add("__init__.py")
+            found |= {f"{alias.name}.py" for alias in node.names if (BENCH_DIR / f"{alias.name}.py").exists()}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bench."):
+            found.add(node.module.split(".")[1] + ".py")
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] + ".py" for alias in node.names if alias.name.startswith("bench.")}
+    return found
+
+
+def trainer_dependencies() -> set[str]:
+    seen, todo = set(), ["trainer.py"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += sorted(bench_imports(module))
+    return seen
+
+
+def test_every_module_the_trainer_depends_on_is_hashed_unless_reviewed():
+    dependencies = trainer_dependencies()
+    assert {"trainer.py", "metrics.py", "model.py", "spec.py", "method.py", "rundata.py"} <= dependencies
+    assert dependencies & set(NOT_RESULT_AFFECTING) == TRAINER_DEPENDENCIES_NOT_HASHED
+
+
+def test_every_listed_module_exists_and_says_why():
+    for name, reason in NOT_RESULT_AFFECTING.items():
+        assert (BENCH_DIR / name).exists(), name
+        assert len(reason) > 10, name
+
+
+@pytest.mark.parametrize("module", ["trainer.py", "metrics.py", "model.py", "spec.py", "rundata.py"])
+def test_a_change_of_a_hashed_module_changes_the_harness_version(module, tmp_path, monkeypatch):
+    import bench.versions as versions
+
+    copy = tmp_path / "bench"
+    copy.mkdir()
+    for path in BENCH_DIR.glob("*.py"):
+        (copy / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(versions, "BENCH_DIR", copy)
+    harness_version.cache_clear()
+    try:
+        before = harness_version()
+        harness_version.cache_clear()
+        with (copy / module).open("a") as edited:
+            edited.write("\n# a change\n")
+        assert harness_version() != before
+    finally:
+        harness_version.cache_clear()
+
+
+def test_line_endings_do_not_change_the_harness_version(tmp_path, monkeypatch):
+    import bench.versions as versions
+
+    copy = tmp_path / "bench"
+    copy.mkdir()
+    for path in BENCH_DIR.glob("*.py"):
+        (copy / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(versions, "BENCH_DIR", copy)
+    harness_version.cache_clear()
+    try:
+        before = harness_version()
+        harness_version.cache_clear()
+        trainer = Path(copy / "trainer.py")
+        trainer.write_bytes(trainer.read_bytes().replace(b"\n", b"\r\n"))
+        assert harness_version() == before
+    finally:
+        harness_version.cache_clear()
