@@ -62,14 +62,15 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
     identity = spec.identity(workspace.data_cache)
     key = spec.key(identity)
     claims = claims or ClaimStore(workspace.claims_url())
-    skipped = take(key, workspace, claims)
-    if skipped is not None:
-        return skipped
     resume = workspace.checkpoints / f"{key}.partial.pt"
-    stop_heartbeat = claims.keep_alive(key)
-    run_id = tracker.start(spec, key) if tracker else None
-    on_epoch = (lambda epoch, point: tracker.epoch(run_id, epoch, point)) if tracker else None
-    try:
+    stop_heartbeat, run_id = None, None
+    try:  # from the claim on: an interruption anywhere gives the claim back (release touches only our own claim)
+        skipped = take(key, workspace, claims)
+        if skipped is not None:
+            return skipped
+        stop_heartbeat = claims.keep_alive(key)
+        run_id = tracker.start(spec, key) if tracker else None
+        on_epoch = (lambda epoch, point: tracker.epoch(run_id, epoch, point)) if tracker else None
         record = train_record(spec, key, identity, hparam_source or {"kind": "defaults"},
                               data_cache=workspace.data_cache, checkpoints=workspace.checkpoints, progress=progress,
                               on_epoch=on_epoch)
@@ -82,7 +83,8 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
             tracker.end(run_id, "KILLED")
         raise
     finally:
-        stop_heartbeat.set()
+        if stop_heartbeat is not None:
+            stop_heartbeat.set()
     if tracker:
         tracker.finish(run_id, record)
     return Outcome("trained" if record["status"] == "done" else "failed", record)

@@ -11,7 +11,8 @@ and record) or one study (`tune`), so the claims table and the Optuna storage ke
 commands on one grid still train each cell once, and a study counts its finished trials over every worker.
 
 Faults:
-- SIGINT or SIGTERM to the command: every worker is sent SIGTERM; each gives its claim back and marks its MLflow run
+- SIGINT (Ctrl-C reaches the whole process group; workers leave it to the parent) or SIGTERM to the command:
+  every worker is sent SIGTERM; each gives its claim back and marks its MLflow run
   KILLED (`run_spec`'s cleanup), then exits; the command waits for them, so no child process is left.
 - kill -9 of the command: its workers are killed too (Linux's parent-death signal), exactly as if they had been
   one process: their claims are taken over at once by the next command and their cells resume from their epoch
@@ -74,15 +75,17 @@ def plan_workers(jobs: int | None, threads: int | None, device: str, cores: int 
 
 
 def start_worker(threads: int, parent: int) -> None:
-    """Pool initializer: `threads` torch threads; SIGINT/SIGTERM raise in the task (so that its cleanup runs); and
-    the worker is killed when its parent process `parent` dies, however it dies."""
+    """Pool initializer: `threads` torch threads; SIGTERM raises in the task (so that its cleanup runs), SIGINT is
+    left to the parent (Ctrl-C reaches the whole process group; the parent then sends SIGTERM, so that each
+    worker gets one signal); and the worker is killed when its parent process `parent` dies, however it dies."""
     import torch
 
-    from bench.cli import stop_on_signal
+    from bench.cli import ignore_late_signals, stop_on_signal
 
     die_with_parent(parent)
     torch.set_num_threads(threads)
-    signal.signal(signal.SIGINT, stop_on_signal)
+    ignore_late_signals()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop_on_signal)
 
 
