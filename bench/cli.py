@@ -10,6 +10,7 @@ status is 130 or 143; a second signal during that cleanup is ignored.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,9 +20,11 @@ from bench import registry
 from bench.arguments import (
     SEED,
     OneLineParser,
+    cluster_address,
     folder_argument,
     folder_or_new,
     gpu_share,
+    input_file,
     integer,
     output_file,
     parse_assignments,
@@ -89,7 +92,7 @@ def grid_file(config: str) -> Path:
     path = Path(config)
     if config == str(DEFAULT_GRID) and not path.exists():
         return registry.PROJECT_ROOT / DEFAULT_GRID
-    return path
+    return input_file(path, "benchmark file")
 
 
 # --- commands -------------------------------------------------------------------------------------------------------
@@ -209,9 +212,12 @@ def grid_from(args: argparse.Namespace):
     """The grid of benchmark.toml (or --config) narrowed by the command-line options, validated."""
     from bench.grid import load_grid
 
-    return load_grid(grid_file(args.config)).narrow(
-        datasets=args.dataset, variants=args.variants, seeds=args.seeds, overrides=parse_assignments(args.set),
+    overrides = parse_assignments(args.set)
+    grid = load_grid(grid_file(args.config)).narrow(
+        datasets=args.dataset, variants=args.variants, seeds=args.seeds, overrides=overrides,
         data=folder_argument(args.data, "--data"), device=args.device, label_seed=args.label_seed)
+    grid.check_overrides(list(overrides), "--set")
+    return grid
 
 
 def worker_plan(args: argparse.Namespace, grid):
@@ -237,7 +243,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     grid = grid_from(args)
     workspace = workspace_from(args)
-    out = output_file(args.out)
+    out = output_file(args.out, inputs=(grid_file(args.config),), results=workspace.results)
     options = task_options(args, workspace)
     plan = worker_plan(args, grid)
     if args.cluster:  # the cluster's resources decide the device; the specs are built (and keyed) here
@@ -361,8 +367,9 @@ def figures(workspace: Workspace, datasets: list[str], redraw: bool) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    out = output_file(args.out or f"leaderboard.{FORMAT_SUFFIX[args.format]}")
-    report(workspace_from(args), out, args.format, force=args.force)
+    workspace = workspace_from(args)
+    out = output_file(args.out or f"leaderboard.{FORMAT_SUFFIX[args.format]}", results=workspace.results)
+    report(workspace, out, args.format, force=args.force)
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
@@ -381,7 +388,7 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="run records folder (default: results)")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE),
                         help="folder for built datasets, checkpoints, Optuna and MLflow (default: .pamlbench)")
-    parser.add_argument("--threads", type=integer("--threads", 1),
+    parser.add_argument("--threads", type=integer("--threads", 1, 1025),
                         help="CPU threads for torch (default: every core this process may use). The thread count "
                              "is part of a CPU run's numerics, so it is in the run key")
     parser.add_argument("--storage", help="SQLAlchemy URL shared by workers (claims and Optuna studies), e.g. "
@@ -401,7 +408,7 @@ def add_grid_options(parser: argparse.ArgumentParser) -> None:
                         help="hyperparameter override for every cell that uses it, repeatable")
     parser.add_argument("--data", help="prepared dataset folder of the selected datasets")
     parser.add_argument("--no-tracking", action="store_true", help="do not log runs to MLflow")
-    parser.add_argument("--cluster", metavar="ADDRESS",
+    parser.add_argument("--cluster", metavar="ADDRESS", type=cluster_address,
                         help="run the cells (or trials) as Ray tasks on the cluster at ADDRESS (HOST:PORT of its "
                              "head), or 'auto' for every CPU and GPU of this machine; needs pamlbench[cluster]")
     parser.add_argument("--gpus-per-cell", type=gpu_share, metavar="F",
@@ -410,7 +417,7 @@ def add_grid_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=integer("--retries", 0),
                         help=f"with --cluster: times a task whose worker or node died is run again (default "
                              f"{DEFAULT_RETRIES})")
-    parser.add_argument("--jobs", type=integer("--jobs", 1, 1024),
+    parser.add_argument("--jobs", type=integer("--jobs", 1, 1025),
                         help="local worker processes training cells (or tuning studies) at once (default: one per "
                              "core, with --threads 1; `--jobs 1 --threads 2`: one process of 2 threads)")
     parser.add_argument("--worker-cache", metavar="DIR",
@@ -476,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune_cmd = commands.add_parser("tune", help="tune hyperparameters with Optuna (one study per variant)",
                                    parents=[common])
     add_grid_options(tune_cmd)
-    tune_cmd.add_argument("--n-trials", type=integer("--n-trials", 1, 100_000),
+    tune_cmd.add_argument("--n-trials", type=integer("--n-trials", 1),
                           help="finished trials per study (default: the grid file's [tuning] budget)")
     tune_cmd.add_argument("--pruner", choices=["median", "hyperband", "none"],
                           help="default: the grid file's [tuning] budget")
@@ -509,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     STOPPING["now"] = False
     ignore_late_signals()
+    threads_before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     previous = {signum: signal.signal(signum, stop_on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     interrupted = False
     try:
@@ -521,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"pamlbench: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `pamlbench list methods | head`: the reader is done; end quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as interrupt:
         interrupted = True
         signum = getattr(interrupt, "signum", signal.SIGINT)
@@ -531,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         if not interrupted:  # after a signal they stay ignored: the process is on its way out
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if threads_before is not None:  # a caller in the same process keeps its own thread count
+            sys.modules["torch"].set_num_threads(threads_before)
     return 0
 
 

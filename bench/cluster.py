@@ -31,6 +31,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from bench.arguments import head_address
 from bench.claims import ClaimStore, first_line
 from bench.errors import UserError
 from bench.records import write_record
@@ -88,12 +89,9 @@ def connect(address: str) -> dict[str, float]:
 def check_reachable(address: str, timeout: float = 5.0) -> None:
     """UserError unless something accepts TCP connections at `address` (HOST:PORT of a Ray head) within
     `timeout` seconds (Ray itself would retry for minutes)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise UserError(f"--cluster {address}: give HOST:PORT of the Ray head (e.g. headnode:6379), ray://HOST:PORT, "
-                        "or auto")
+    host, port = head_address(address)
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as error:
         raise UserError(f"cannot reach the Ray head at {address} ({error.strerror or error}); start it with `ray "
                         "start --head` or check the address") from None

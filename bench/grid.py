@@ -9,6 +9,7 @@ and `tune` take their specs from here; `bench.runner.run_grid` runs them.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from bench import registry
 from bench.errors import UserError
 from bench.observation import COLE_SEED
 from bench.rundata import resolve_device
-from bench.spec import SEED_LIMIT, RunSpec, make_spec, trainer_defaults
+from bench.spec import BOOSTLU_ONLY, SEED_LIMIT, TRAINING_HPARAMS, RunSpec, make_spec, parse_variant, trainer_defaults
 from bench.tuning import study_name, tuned_overrides
 
 Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
@@ -38,7 +39,7 @@ class TuningBudget(BaseModel):
 
     sampler: Literal["tpe"] = "tpe"
     startup_trials: int = Field(10, ge=0, le=1000)
-    n_trials: int = Field(20, ge=1, le=100_000)
+    n_trials: int = Field(20, ge=1)
     pruner: Literal["median", "hyperband", "none"] = "median"
     seed: Seed = 100
     objective: Literal["clean", "observed"] = "clean"
@@ -96,6 +97,17 @@ class Grid:
                                    device=device or self.device,
                                    label_seed=self.label_seed if label_seed is None else label_seed)
 
+    def check_overrides(self, names: list[str], origin: str) -> None:
+        """UserError for an override in `names` that no cell of this grid has (a typo would otherwise train the
+        default silently), naming the closest valid name and the valid ones; `origin` says where it came from."""
+        accepted = accepted_hparams(self.variants)
+        for name in names:
+            if name not in accepted:
+                close = difflib.get_close_matches(name, sorted(accepted), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UserError(f"{origin} {name}: no variant of this grid has that hyperparameter{hint}; valid "
+                                f"here: {', '.join(sorted(accepted))}")
+
     def base_spec(self, dataset: str, variant: str, seed: int, extra: dict[str, Any] | None = None) -> RunSpec:
         """The RunSpec of one cell with the grid's options, `extra` hyperparameters under the grid's overrides."""
         return make_spec(dataset, variant, seed, overrides={**(extra or {}), **self.overrides},
@@ -121,6 +133,17 @@ class Grid:
         return cells
 
 
+def accepted_hparams(variants: list[str]) -> set[str]:
+    """The hyperparameter names some variant of `variants` uses: the trainer's (boost_alpha only with a BoostLU
+    variant) and each method's own."""
+    accepted: set[str] = set()
+    for variant in variants:
+        method, boost_train, boost_infer = parse_variant(variant)
+        accepted |= {name for name in TRAINING_HPARAMS if boost_train or boost_infer or name not in BOOSTLU_ONLY}
+        accepted |= set(registry.method_class(method).hparams)
+    return accepted
+
+
 def load_grid(path: Path) -> Grid:
     """Parse and validate a benchmark TOML file; UserError with one line naming the file and the field otherwise.
     Optional datasets whose files are present (their plugin's `available`) join the datasets."""
@@ -134,6 +157,8 @@ def load_grid(path: Path) -> Grid:
         raise UserError(f"benchmark file {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"benchmark file {path} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise UserError(f"benchmark file {path} is nested too deeply to be a grid file") from None
     try:
         parsed = GridFile.model_validate(table)
     except ValidationError as error:
@@ -147,5 +172,7 @@ def load_grid(path: Path) -> Grid:
     data_dirs = fields["data_dirs"]
     fields["datasets"] = fields["datasets"] + [name for name in optional if name not in fields["datasets"]
                            and registry.dataset_class(name).available(data_dirs.get(name))]
-    return Grid(**fields)
+    grid = Grid(**fields)
+    grid.check_overrides(list(grid.overrides), f"benchmark file {path}: [overrides]")
+    return grid
 

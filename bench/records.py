@@ -11,9 +11,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import UserError
 
@@ -79,11 +79,28 @@ class SpecShape(BaseModel):
     hparams: dict[str, Any]
 
 
+Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+"""mAP and AP in records are percentages: finite, in [0, 100]."""
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class Selection(BaseModel):
-    epoch: int
-    val_map: float
-    test_map: float
-    per_class_ap: dict[str, float]
+    epoch: int = Field(ge=1)
+    val_map: Percent
+    test_map: Percent
+    per_class_ap: dict[str, Percent] = Field(min_length=1)
+
+
+class CurvePoint(BaseModel):
+    """One epoch of a run's curve."""
+
+    model_config = ConfigDict(extra="allow")
+    epoch: int = Field(ge=1)
+    train_loss: Finite
+    val_map: Percent
+    val_map_observed: Percent
+    test_map: Percent
+    fn_memorised: float = Field(ge=0, le=1, allow_inf_nan=False)
 
 
 class Selections(BaseModel):
@@ -109,20 +126,49 @@ class DoneShape(BaseModel):
     """What a finished record adds."""
 
     model_config = ConfigDict(extra="allow")
-    val_map: float
-    test_map: float
-    best_epoch: int
-    per_class_ap: dict[str, float]
+    val_map: Percent
+    test_map: Percent
+    best_epoch: int = Field(ge=1)
+    per_class_ap: dict[str, Percent] = Field(min_length=1)
     selections: Selections
-    curve: list[dict[str, float]]
+    curve: list[CurvePoint] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def consistent(self) -> DoneShape:
+        """The curve has one point per epoch, in order; every selection picks one of them; the headline result is
+        the clean selection's."""
+        if [point.epoch for point in self.curve] != list(range(1, len(self.curve) + 1)):
+            raise ValueError("the curve's epochs are not 1, 2, ... in order")
+        for name in ("clean", "observed", "last"):
+            if getattr(self.selections, name).epoch > len(self.curve):
+                raise ValueError(f"selection {name!r} picks an epoch after the last one of the curve")
+        clean = self.selections.clean
+        if (self.best_epoch, self.test_map) != (clean.epoch, clean.test_map):
+            raise ValueError("best_epoch and test_map are not those of the clean selection")
+        if self.selections.last.epoch != len(self.curve):
+            raise ValueError("selection 'last' is not the curve's last epoch")
+        return self
+
+
+MAX_RECORD_BYTES = 64 * 2**20
+"""A record is a few hundred KiB at most (per-class AP of 5,000 classes in three selections, a curve); a larger
+file is refused before it is parsed."""
 
 
 def read_record(path: Path) -> dict[str, Any]:
-    """One record; UserError naming the file (and the first wrong field) if it is not a valid record."""
+    """One record; UserError naming the file (and the first wrong field) if it is not a valid record: a regular
+    file of at most MAX_RECORD_BYTES of JSON, of the record's shape, with finite metrics in range and a curve that
+    agrees with its selections."""
+    if not path.is_file():
+        raise UserError(f"results entry {path} is not a regular file; remove it from the results folder")
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        raise UserError(f"results file {path} is over {MAX_RECORD_BYTES // 2**20} MiB, not a run record; remove it")
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"corrupt results file {path}: {error}; delete it to re-run that cell") from None
+    except RecursionError:
+        raise UserError(f"corrupt results file {path}: nested too deeply to be a run record; delete it") from None
     try:
         RecordShape.model_validate(record)
         if record["status"] == "done":
@@ -130,7 +176,8 @@ def read_record(path: Path) -> dict[str, Any]:
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise UserError(f"corrupt results file {path}: field {where!r}: {first['msg']}; delete it to re-run that "
+        message = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"corrupt results file {path}: field {where!r}: {message}; delete it to re-run that "
                         "cell") from None
     return record
 

@@ -41,7 +41,14 @@ def _import_file(path: Path) -> object:
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - any failure of a plugin file is the plugin's
+        del sys.modules[module_name]
+        where = f" (line {error.lineno})" if isinstance(error, SyntaxError) and error.lineno else ""
+        raise UserError(f"plugin file {path} cannot be loaded{where}: {type(error).__name__}: "
+                        f"{str(error).splitlines()[0] if str(error) else ''}; fix it or remove it from "
+                        "PAMLBENCH_PLUGIN_PATH") from None
     return module
 
 
@@ -52,7 +59,11 @@ def _plugin_modules(kind: str) -> list[object]:
         if folder.is_dir():
             modules += [_import_file(p) for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")]
     for entry in entry_points(group="pamlbench.plugins"):
-        modules.append(importlib.import_module(entry.value))
+        try:
+            modules.append(importlib.import_module(entry.value))
+        except Exception as error:  # noqa: BLE001 - an installed plugin package that fails to import
+            raise UserError(f"plugin package {entry.value} (entry point {entry.name!r}) cannot be imported: "
+                            f"{type(error).__name__}: {error}") from None
     return modules
 
 
@@ -64,8 +75,24 @@ def _collect(kind: str, base: type) -> dict[str, type]:
                 if obj.name in found and found[obj.name] is not obj:
                     raise UserError(f"two {kind} plugins are named {obj.name!r}: "
                                     f"{found[obj.name].__module__} and {obj.__module__}")
+                check_declaration(obj, getattr(module, "__file__", module.__name__))
                 found[obj.name] = obj
     return dict(sorted(found.items()))
+
+
+def check_declaration(plugin: type, where: str) -> None:
+    """UserError naming the plugin's file unless its declarations have the contract's types: a str `name` and
+    `summary`, and for a method a dict `hparams` of Hyperparam by name."""
+    from bench.hparams import Hyperparam
+
+    for field in ("name", "summary"):
+        if not isinstance(getattr(plugin, field, None), str):
+            raise UserError(f"plugin {plugin.__name__} in {where}: `{field}` must be a string")
+    hparams = getattr(plugin, "hparams", {})
+    if issubclass(plugin, Method) and not (isinstance(hparams, dict) and all(
+            isinstance(k, str) and isinstance(v, Hyperparam) for k, v in hparams.items())):
+        raise UserError(f"plugin {plugin.__name__} in {where}: `hparams` must be a dict of Hyperparam by name, not "
+                        f"{type(hparams).__name__}")
 
 
 @cache

@@ -49,6 +49,10 @@ class Tracker:
 
         self.uri = uri
         self.sqlite_file = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        if self.sqlite_file is not None and self.sqlite_file.parent != cache.resolve() \
+                and not self.sqlite_file.parent.is_dir():
+            raise UserError(f"MLflow tracking database {self.sqlite_file}: folder {self.sqlite_file.parent} does not "
+                            "exist; create it, fix MLFLOW_TRACKING_URI, or pass --no-tracking")
         self.artifacts = (cache / "mlartifacts").resolve().as_uri()
         self.worker = worker_name()
         self.broken = False

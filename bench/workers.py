@@ -25,10 +25,12 @@ Faults:
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -79,11 +81,13 @@ def start_worker(threads: int, parent: int) -> None:
     left to the parent (Ctrl-C reaches the whole process group; the parent then sends SIGTERM, so that each
     worker gets one signal); and the worker is killed when its parent process `parent` dies, however it dies."""
     import torch
+    from tqdm import tqdm
 
     from bench.cli import ignore_late_signals, stop_on_signal
 
     die_with_parent(parent)
     torch.set_num_threads(threads)
+    tqdm.set_lock(threading.RLock())  # not a multiprocessing lock: a worker ended by os._exit leaks no semaphore
     ignore_late_signals()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop_on_signal)
@@ -163,6 +167,8 @@ def run_tasks(tasks: list[tuple[Any, ...]], function: Callable[..., Any], plan: 
             executor.shutdown(wait=True)
         except BaseException:
             stop_workers(executor)
+            executor = futures = None  # the pool's queues are freed now, not at exit: no "leaked semaphore" warning
+            gc.collect()
             raise
     return pending
 

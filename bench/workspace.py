@@ -64,7 +64,13 @@ class Workspace:
     def check_paths(self) -> None:
         """UserError when the results or cache path exists but is not a folder (checked before anything is written)."""
         for name, path in (("results", self.results), ("cache", self.cache)):
-            if path.exists() and not path.is_dir():
+            try:
+                path.stat()
+            except FileNotFoundError:
+                continue
+            except OSError as error:  # a symbolic link loop, a permission denied on the way, ...
+                raise UserError(f"--{name} {path} cannot be used: {error.strerror}; choose another folder") from None
+            if not path.is_dir():
                 raise UserError(f"--{name} {path} is a file, not a folder; choose a folder")
 
     def check_writable(self) -> None:

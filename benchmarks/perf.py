@@ -6,11 +6,14 @@ Every figure is the median of several repeats after a warm-up (harness and bare 
 2. input pipeline: JPEG folder (decode + resize 448 by DataLoader workers) vs the decoded uint8 cache, then flip and
    normalise, on a generated folder of JPEGs;
 3. evaluation throughput;
-4. the default benchmark's cost per dataset: the training time recorded by the committed records (the sum of their
+4. workers: the same small grid (8 cells of 3 epochs) with `--jobs 1 --threads 2` and with the default workers
+   (one 1-thread process per core), their throughput ratio, and the default grid's from-scratch wall time estimated
+   from the default's per-epoch cost of a cell;
+5. the default benchmark's cost per dataset: the training time recorded by the committed records (the sum of their
    train seconds), and (unless --quick) the from-scratch wall time of `pamlbench bench` per dataset, with peak RSS;
-5. tuning: epochs trained by a fixed 20-trial search with and without pruning, and the best validation mAP of each
+6. tuning: epochs trained by a fixed 20-trial search with and without pruning, and the best validation mAP of each
    (unless --quick);
-6. cluster throughput (unless --quick, and where Ray and network namespaces are available): the same small
+7. cluster throughput (unless --quick, and where Ray and network namespaces are available): the same small
    embedded grid run with `bench --cluster` on a local Ray cluster of 1 worker node, then of 2 (1 CPU, 1 thread per
    cell each), as cells per minute and their ratio;
 and on a CUDA machine ResNet-50 at 448 px, bf16 autocast + channels_last vs fp32.
@@ -188,6 +191,56 @@ def from_scratch(workdir: Path) -> None:
     row("from scratch: whole default bench, wall s", f"{total:.0f}", f"goal <= {WHOLE_GOAL}; peak RSS {peak:.0f} MiB")
 
 
+WORKERS_GRID = (["an", "ls", "role", "ll-r"], [0, 1], 3)
+"""The small grid of the workers comparison: 4 variants x 2 seeds of 3 epochs on digits-mosaic (8 cells)."""
+
+
+def grid_wall_time(workdir: Path, name: str, *options: str) -> tuple[float, list[dict]]:
+    """Wall seconds of `pamlbench bench` on the workers grid with `options`, and its records."""
+    from fixtures import write_grid
+
+    from bench.records import read_records
+
+    variants, seeds, epochs = WORKERS_GRID
+    grid = write_grid(workdir / "workers-grid.toml", variants, seeds, epochs)
+    results = workdir / f"workers-{name}"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--config", str(grid), "--results", str(results),
+                    "--cache", str(workdir / "cache"), "--no-tracking", "--no-report", *options], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started, read_records(results)
+
+
+def workers(workdir: Path) -> None:
+    """The same small grid in one 2-thread process and in the default workers (one 1-thread process per core); the
+    ratio of their throughputs, and the default grid's from-scratch wall time estimated from the per-epoch cost of
+    a cell under the default."""
+    from bench.grid import load_grid
+    from bench.spec import make_spec
+    from bench.workers import plan_workers
+
+    plan = plan_workers(None, None, "cpu")
+    grid_wall_time(workdir, "warm-up", "--jobs", "1", "--seeds", "0", "--variants", "an")  # builds the dataset
+    single, _ = grid_wall_time(workdir, "single", "--jobs", "1", "--threads", "2")
+    pooled, records = grid_wall_time(workdir, "default")
+    cells = len(WORKERS_GRID[0]) * len(WORKERS_GRID[1])
+    row(f"workers grid ({cells} cells of {WORKERS_GRID[2]} epochs): --jobs 1 --threads 2, wall s", f"{single:.1f}",
+        f"{60 * cells / single:.1f} cells/min")
+    row(f"workers grid: default ({plan.jobs} x {plan.threads} thread), wall s", f"{pooled:.1f}",
+        f"{60 * cells / pooled:.1f} cells/min")
+    row("workers grid: throughput default / single process", f"{single / pooled:.2f}", "goal >= 1.6")
+    per_epoch = statistics.median(r["train_seconds"] / len(r["curve"]) for r in records)
+    total = 0.0
+    grid = load_grid(ROOT / "benchmark.toml")
+    for dataset in grid.datasets:
+        epochs = make_spec(dataset, "an", 0).epochs
+        seconds = len(grid.variants) * len(grid.seeds) * epochs * per_epoch / plan.jobs
+        total += seconds
+        row(f"estimated from scratch, default bench on {dataset}, min", f"{seconds / 60:.0f}",
+            f"{len(grid.variants) * len(grid.seeds)} cells x {epochs} epochs x {per_epoch:.2f} s / {plan.jobs}")
+    row("estimated from scratch, whole default bench, min", f"{total / 60:.0f}", "goal <= 60")
+
+
 def tuning(workdir: Path) -> None:
     from bench.grid import Grid, TuningBudget
     from bench.tuning import tune
@@ -272,7 +325,11 @@ def main() -> None:
         cluster_throughput(workdir)
         return
     digits = Trainer(make_spec("digits-mosaic", "an", 0), workdir / "cache", progress=False)
-    harness_vs_bare(digits, "small CNN, digits-mosaic 56 px", args.repeats)
+    threads = torch.get_num_threads()
+    for count in sorted({1, threads}):
+        torch.set_num_threads(count)
+        harness_vs_bare(digits, f"small CNN, digits-mosaic 56 px, {count} thread{'s' * (count > 1)}", args.repeats)
+    torch.set_num_threads(threads)
     evaluation = median_time(lambda: digits.predict(digits.data.val_clean.images), args.repeats)
     row("evaluation, small CNN, images/s", f"{len(digits.data.val_clean.images) / evaluation:.0f}")
     harness_vs_bare(resnet_trainer(workdir, 224, "cpu", 16), "ResNet-50 224 px, CPU", args.repeats)
@@ -282,6 +339,7 @@ def main() -> None:
     row(f"one digits-mosaic run (an, {make_spec('digits-mosaic', 'an', 0).epochs} epochs), wall s",
         f"{time.perf_counter() - started:.1f}")
     recorded_cost(ROOT / "results")
+    workers(workdir)
     if not (args.quick or args.no_full_bench):
         from_scratch(workdir)
     if not args.quick:
