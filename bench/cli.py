@@ -249,6 +249,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.cluster:  # the cluster's resources decide the device; the specs are built (and keyed) here
         requested_device, grid = grid.device, grid.narrow(device="cpu")
     cells = grid.cells(workspace.tuned)
+    if args.plan:
+        show_plan(args, grid, cells, workspace)
+        return
     resources = join_cluster(args)
     claims, tracker = open_stores(args, workspace)
     workspace.ensure_writable()
@@ -271,6 +274,19 @@ def cmd_bench(args: argparse.Namespace) -> None:
         figures(workspace, grid.datasets, redraw=bool(counts["trained"]))
     if lost:
         raise SystemExit(1)
+
+
+def show_plan(args: argparse.Namespace, grid, cells, workspace: Workspace) -> None:
+    """Print every cell with its settings' origins and whether it is recorded; train and write nothing."""
+    from bench.plan import print_plan, tuned_names
+    from bench.records import record_path
+
+    cli = set(parse_assignments(args.set))
+    statuses = ["recorded" if record_path(workspace.results, spec.key(spec.identity(workspace.data_cache))).exists()
+                else "to train" for spec, _ in cells]
+    studies = {source["study"] for _, source in cells if source.get("kind") == "tuned"}
+    print_plan(cells, statuses, cli=cli, grid_file=set(grid.overrides) - cli,
+               tuned_values=tuned_names(workspace.tuned, studies))
 
 
 def join_cluster(args: argparse.Namespace) -> dict[str, float] | None:
@@ -310,6 +326,19 @@ def cmd_tune(args: argparse.Namespace) -> None:
     spec_grid = grid.narrow(device="cpu") if args.cluster else grid  # on a cluster, its resources pick the device
     base_specs = [spec_grid.base_spec(dataset, variant, budget.seed) for dataset in grid.datasets
                   for variant in grid.variants]
+    if args.plan:
+        from bench.plan import print_plan
+
+        cli = set(parse_assignments(args.set))
+        print(f"tune: each study {budget.describe()}")
+        from bench.tuning import search_ranges
+
+        statuses = ["to tune: searches " + ", ".join(f"{name} in [{low:.3g}, {high:.3g}]" for name, (low, high) in
+                                                     search_ranges(spec.dataset, spec.variant).items()
+                                                     if name not in grid.overrides) for spec in base_specs]
+        print_plan([(spec, {"kind": "defaults"}) for spec in base_specs], statuses, cli=cli,
+                   grid_file=set(grid.overrides) - cli, tuned_values={})
+        return
     resources = join_cluster(args)
     if workspace.storage:
         check_storage(workspace.optuna_url())
@@ -408,6 +437,9 @@ def add_grid_options(parser: argparse.ArgumentParser) -> None:
                         help="hyperparameter override for every cell that uses it, repeatable")
     parser.add_argument("--data", help="prepared dataset folder of the selected datasets")
     parser.add_argument("--no-tracking", action="store_true", help="do not log runs to MLflow")
+    parser.add_argument("--plan", action="store_true",
+                        help="print every cell (or study) with its resolved settings and where each value came from; "
+                             "train nothing")
     parser.add_argument("--cluster", metavar="ADDRESS", type=cluster_address,
                         help="run the cells (or trials) as Ray tasks on the cluster at ADDRESS (HOST:PORT of its "
                              "head), or 'auto' for every CPU and GPU of this machine; needs pamlbench[cluster]")

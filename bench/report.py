@@ -29,6 +29,7 @@ from bench import registry
 from bench.errors import UserError
 from bench.numerics import describe
 from bench.records import atomic_text
+from bench.selection import RULES, rule_selection
 from bench.tables import Cell, average_ranks, cells, finite, is_oracle, paired_boostlu, placements, variant_order
 from bench.versions import code_version
 from bench.workspace import Workspace
@@ -42,6 +43,9 @@ SELECTIONS = {
     "clean": "Selected by clean validation (the papers' protocol: best epoch by validation mAP on full labels)",
     "observed": "Selected by observed validation (realistic: best epoch by validation mAP on the observed labels)",
     "last": "Last epoch (no early stopping: what memorisation leaves)",
+    "zhou": "Zhou et al.'s early stopping (the best epoch before the first one whose clean validation mAP does not "
+            "improve)",
+    "ll": "Large Loss Matters' early stopping (the best epoch until clean validation mAP falls 3 points below it)",
 }
 
 
@@ -76,6 +80,10 @@ def current_code_version(method: str, dataset: str) -> str | None:
 
 
 def selection_value(record: dict[str, Any], selection: str) -> float | None:
+    """The test mAP of a record under `selection`: one the trainer picked, or a paper's rule replayed on the
+    curve (`bench.selection`)."""
+    if selection in RULES:
+        return rule_selection(record["curve"], selection)["test_map"] if record.get("curve") else None
     return record.get("selections", {}).get(selection, {}).get("test_map")
 
 

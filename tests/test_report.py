@@ -211,7 +211,7 @@ def test_csv_and_latex_exports(records):
     an = next(r for r in rows if r["method"] == "an")
     assert an["digits-mosaic"].strip("*<u>/") == "82.00 ± 4.97" and an["seeds"] == "3"
     latex = table_export(records, "latex")
-    assert r"\begin{tabular}" in latex and r"$\pm$" in latex and latex.count(r"\begin{tabular}") == 3
+    assert r"\begin{tabular}" in latex and r"$\pm$" in latex and latex.count(r"\begin{tabular}") == 5  # selections
 
 
 def test_write_report_writes_per_class_csv_and_figures(records, tmp_path):
