@@ -82,7 +82,8 @@ def stop_on_signal(signum: int, frame: Any) -> None:
 
 
 def workspace_from(args: argparse.Namespace) -> Workspace:
-    workspace = Workspace(results=Path(args.results), cache=Path(args.cache), storage=args.storage)
+    workspace = Workspace(results=Path(getattr(args, "results", DEFAULT_RESULTS)),
+                          cache=Path(getattr(args, "cache", DEFAULT_CACHE)), storage=getattr(args, "storage", None))
     workspace.check_paths()
     return workspace
 
@@ -102,10 +103,16 @@ def cmd_list(args: argparse.Namespace) -> None:
         for name in registry.list_names("datasets", args.pattern):
             print(f"{name:16s} {registry.dataset_class(name).summary}")
         return
-    from bench.spec import trainer_defaults
+    from bench.spec import TRAINING_HPARAMS, trainer_defaults
     from bench.tuning import learning_rate_range, search_ranges
 
     dataset = args.dataset
+    if dataset is None and args.pattern == "*":
+        print("trainer    settings of every method (`--set NAME=VALUE`; each dataset's defaults: `list methods "
+              "--dataset D`)")
+        for hp_name, hp in TRAINING_HPARAMS.items():
+            valid = "|".join(hp.choices) if hp.choices else hp.describe_range()
+            print(f"{'':10s}   {hp_name} = {hp.default}  valid {valid}. {hp.help}")
     if dataset is not None:
         registry.dataset_class(dataset)
         defaults = trainer_defaults(dataset)
@@ -214,7 +221,7 @@ def grid_from(args: argparse.Namespace):
 
     overrides = parse_assignments(args.set)
     grid = load_grid(grid_file(args.config)).narrow(
-        datasets=args.dataset, variants=args.variants, seeds=args.seeds, overrides=overrides,
+        datasets=args.dataset, variants=args.variants, seeds=getattr(args, "seeds", None), overrides=overrides,
         data=folder_argument(args.data, "--data"), device=args.device, label_seed=args.label_seed)
     grid.check_overrides(list(overrides), "--set")
     return grid
@@ -413,23 +420,35 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 # --- the parser -----------------------------------------------------------------------------------------------------
 
-def add_storage_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="run records folder (default: results)")
-    parser.add_argument("--cache", default=str(DEFAULT_CACHE),
-                        help="folder for built datasets, checkpoints, Optuna and MLflow (default: .pamlbench)")
-    parser.add_argument("--threads", type=integer("--threads", 1, 1025),
-                        help="CPU threads for torch (default: every core this process may use). The thread count "
-                             "is part of a CPU run's numerics, so it is in the run key")
-    parser.add_argument("--storage", help="SQLAlchemy URL shared by workers (claims and Optuna studies), e.g. "
-                                          "postgresql://user@host/db (default: SQLite files in --results and --cache)")
+def storage_options(*, results: bool = True, cache: bool = True, threads: bool = True,
+                    storage: bool = True) -> argparse.ArgumentParser:
+    """A parent parser with the folder and storage options a command uses (and only those, so that its help lists
+    what it uses); `workspace_from` fills in the defaults of the ones it does not take."""
+    parser = OneLineParser(add_help=False)
+    if results:
+        parser.add_argument("--results", default=str(DEFAULT_RESULTS), help="run records folder (default: results)")
+    if cache:
+        parser.add_argument("--cache", default=str(DEFAULT_CACHE),
+                            help="folder for built datasets, checkpoints, Optuna and MLflow (default: .pamlbench)")
+    if threads:
+        parser.add_argument("--threads", type=integer("--threads", 1, 1025),
+                            help="CPU threads for torch in each worker (default: 1 with one worker per core for "
+                                 "bench and tune; every core for run). The thread count is part of a CPU run's "
+                                 "numerics, so it is in the run key")
+    if storage:
+        parser.add_argument("--storage", help="SQLAlchemy URL shared by workers (claims and Optuna studies), e.g. "
+                                              "postgresql://user@host/db (default: SQLite files in --results and "
+                                              "--cache)")
+    return parser
 
 
-def add_grid_options(parser: argparse.ArgumentParser) -> None:
-    """The options `bench` and `tune` share: which grid, narrowed how."""
+def add_grid_options(parser: argparse.ArgumentParser, *, seeds: bool = True) -> None:
+    """The options `bench` and `tune` share: which grid, narrowed how (`tune` trains its own seed, not the grid's)."""
     parser.add_argument("--config", default=str(DEFAULT_GRID), help="benchmark TOML file (default: benchmark.toml)")
     parser.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
     parser.add_argument("--variants", nargs="+", help="only these variants")
-    parser.add_argument("--seeds", nargs="+", type=SEED, help="only these seeds")
+    if seeds:
+        parser.add_argument("--seeds", nargs="+", type=SEED, help="only these seeds")
     parser.add_argument("--label-seed", type=SEED, help="seed of the observed-label draw (default: the grid's, "
                                                         f"else {COLE_SEED})")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the grid's (auto)")
@@ -459,12 +478,11 @@ def add_grid_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = OneLineParser(add_help=False)
-    add_storage_options(common)
+    common = storage_options()
     parser = OneLineParser(prog="pamlbench", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    listing = commands.add_parser("list", help="list registered methods or datasets", parents=[common])
+    listing = commands.add_parser("list", help="list registered methods or datasets")
     listing.add_argument("kind", choices=["methods", "datasets"])
     listing.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'll-*'")
     listing.add_argument("--dataset", help="show the defaults and tuning ranges on this dataset")
@@ -472,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True,
                                                                               parser_class=OneLineParser)
-    info = data.add_parser("info", help="print a dataset's card", parents=[common])
+    info = data.add_parser("info", help="print a dataset's card",
+                           parents=[storage_options(results=False, threads=False, storage=False)])
     info.add_argument("name")
     info.add_argument("--data", help="prepared dataset folder (for datasets that need one)")
     info.add_argument("--label-seed", type=SEED, default=COLE_SEED, help=f"label draw to describe ({COLE_SEED})")
@@ -514,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune_cmd = commands.add_parser("tune", help="tune hyperparameters with Optuna (one study per variant)",
                                    parents=[common])
-    add_grid_options(tune_cmd)
+    add_grid_options(tune_cmd, seeds=False)
     tune_cmd.add_argument("--n-trials", type=integer("--n-trials", 1),
                           help="finished trials per study (default: the grid file's [tuning] budget)")
     tune_cmd.add_argument("--pruner", choices=["median", "hyperband", "none"],
@@ -529,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="trial heartbeat in seconds; a trial silent for 3 beats is failed and retried")
     tune_cmd.set_defaults(handler=cmd_tune)
 
-    report_cmd = commands.add_parser("report", help="write the leaderboard from the run records", parents=[common])
+    report_cmd = commands.add_parser("report", help="write the leaderboard from the run records",
+                                     parents=[storage_options(cache=False, threads=False, storage=False)])
     report_cmd.add_argument("--format", choices=list(FORMAT_SUFFIX), default="md",
                             help="md: leaderboard with details, per-class AP CSVs and curves; csv/latex: tables only")
     report_cmd.add_argument("--out", help="output file (default: leaderboard.md / .csv / .tex)")
@@ -538,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_cmd.set_defaults(handler=cmd_report)
 
     figures_cmd = commands.add_parser("figures", help="draw the CAM figures from the best-epoch checkpoints",
-                                      parents=[common])
+                                      parents=[storage_options(storage=False)])
     figures_cmd.add_argument("--dataset", action="append", default=None,
                              help="datasets (default: every dataset with records)")
     figures_cmd.set_defaults(handler=cmd_figures)

@@ -120,6 +120,13 @@ class Grid:
         return study_name(dataset, self.protocol, self.label_seed, variant, str(settings["backbone"]),
                           int(settings["epochs"]))
 
+    def with_overrides(self, source: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
+        """`source` plus, under 'overrides', the resolved values of this grid's overrides that `spec` uses (from
+        the grid file's [overrides] or --set), so that a record and its leaderboard row say what was changed."""
+        values = {**{k: v for k, v in dataclasses.asdict(spec).items() if k != "hparams"}, **spec.method_hparams()}
+        used = {name: values[name] for name in sorted(self.overrides) if values.get(name) is not None}
+        return {**source, "overrides": used} if used else source
+
     def cells(self, tuned: Path | None = None) -> list[tuple[RunSpec, dict[str, Any]]]:
         """Every cell as (RunSpec, hyperparameter source), dataset-major, then variant, then seed. With `tuned` (a
         folder of tuning results), a cell whose study was tuned takes the study's best hyperparameters; the grid's
@@ -129,7 +136,9 @@ class Grid:
             for variant in self.variants:
                 found = tuned_overrides(tuned, self.study(dataset, variant)) if tuned is not None else None
                 params, source = found or ({}, {"kind": "defaults"})
-                cells += [(self.base_spec(dataset, variant, seed, params), source) for seed in self.seeds]
+                for seed in self.seeds:
+                    spec = self.base_spec(dataset, variant, seed, params)
+                    cells.append((spec, self.with_overrides(source, spec)))
         return cells
 
 

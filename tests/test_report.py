@@ -226,6 +226,18 @@ def test_write_report_writes_per_class_csv_and_figures(records, tmp_path):
     assert ["an"] + ["82.00"] * 10 in table
     board = (tmp_path / "leaderboard.md").read_text()
     assert "(results/figures/val_curves_digits-mosaic" in board and "(results/figures/memorisation_" in board
+    assert f"from the run records in `{workspace.results.as_posix()}/`" in board
+
+
+def test_tables_and_figures_of_settings_without_records_are_removed(records, tmp_path):
+    workspace = Workspace(results=tmp_path / "results", cache=tmp_path / "cache")
+    first = {p.name for p in write_report(records, tmp_path / "leaderboard.md", workspace)}
+    (workspace.figures / "cam_examples_digits-mosaic.png").write_bytes(b"a checkpoint figure")
+    partial = [record(v, s, 80.0 + s, protocol="partial-0.5") for v in ("full", "an") for s in range(2)]
+    second = {p.name for p in write_report(partial, tmp_path / "leaderboard.md", workspace)}
+    left = {p.name for p in workspace.tables.iterdir()} | {p.name for p in workspace.figures.iterdir()}
+    assert left == (second - {"leaderboard.md"}) | {"cam_examples_digits-mosaic.png"}
+    assert any("partial-0.5" in name for name in second) and first - second  # the old setting's files are gone
 
 
 def test_an_empty_results_folder_never_replaces_a_real_leaderboard(records, tmp_path):

@@ -54,7 +54,7 @@ def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path
     # the grid now trains the tuned hyperparameters and says so
     assert main(["bench", "--config", "grid.toml", "--cache", str(cache)]) == 0
     record = read_records(tmp_path / "results")[0]
-    assert record["hparam_source"] == {"kind": "tuned", "study": name, "n_trials": 4}
+    assert record["hparam_source"] == {"kind": "tuned", "study": name, "n_trials": 4, "overrides": {"epochs": 3}}
     assert record["spec"]["lr"] == pytest.approx(study.best_params["lr"])
     assert "| ls (tuned)" in (tmp_path / "leaderboard.md").read_text()
     runs = mlflow.search_runs(experiment_names=["digits-mosaic/single-positive"],
