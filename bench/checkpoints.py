@@ -34,5 +34,5 @@ def load(path: Path) -> dict[str, Any]:
 def load_model_weights(path: Path) -> dict[str, torch.Tensor]:
     """The model state dict of a best-epoch checkpoint; UserError when it is missing."""
     if not path.exists():
-        raise UserError(f"checkpoint {path} is missing: run `make bench` to train and keep it")
+        raise UserError(f"checkpoint {path} is missing: it is written where its cell is trained")
     return load(path)["model"]

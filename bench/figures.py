@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench import checkpoints, stats  # noqa: E402
+from bench.errors import UserError  # noqa: E402
 from bench.model import boostlu, build_model  # noqa: E402
 from bench.records import atomic_write  # noqa: E402
 from bench.rundata import load_splits, normalise  # noqa: E402
@@ -160,7 +161,17 @@ class LoadedModel:
         spec = RunSpec.from_dict({**record["spec"], "device": "cpu"})
         splits = load_splits(spec.dataset, spec.data_dir, str(workspace.data_cache), spec.image_size)
         self.model = build_model(spec, splits.test.images.shape[1], len(splits.class_names))
-        self.model.load_state_dict(checkpoints.load_model_weights(workspace.checkpoints / f"{record['run_key']}.pt"))
+        path = workspace.checkpoints / f"{record['run_key']}.pt"
+        if not path.exists():
+            threads = record.get("numerics", {}).get("threads")
+            raise UserError(
+                f"the best-epoch weights of {spec.variant} seed {spec.seed} on {spec.dataset} ({path}) are not here: "
+                "checkpoints stay on the machine that trained a cell and are not committed, so the committed figures "
+                f"stand; to redraw them, train that cell again into a scratch folder: `pamlbench run --method "
+                f"{spec.variant} --seed {spec.seed} --dataset {spec.dataset}"
+                + (f" --threads {threads}" if threads else "") + " --results /tmp/redraw` (the same numerics give "
+                "the same run key), then `pamlbench figures`")
+        self.model.load_state_dict(checkpoints.load_model_weights(path))
         self.model.eval()
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(splits.mean).view(shape) * 255

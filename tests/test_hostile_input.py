@@ -237,3 +237,20 @@ def test_a_closed_pipe_ends_quietly(project):
                           shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
     assert done.stdout.count("\n") == 1 and done.stderr == "", done.stderr
     assert done.returncode in (0, 141)
+
+
+def test_figures_on_a_clone_without_checkpoints_say_how_to_get_them(project, cache_root, capsys):
+    """A fresh clone has the records but not the best-epoch weights: `figures` says which cell to train and how,
+    instead of sending the user to a `make bench` that trains nothing."""
+    from bench.cli import main
+
+    Path("grid.toml").write_text(Path("grid.toml").read_text().replace("['an']", "['an', 'full']"))
+    assert main(["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-report", "--no-tracking"]) == 0
+    fresh_cache = project / "fresh-cache"
+    (fresh_cache / "data").mkdir(parents=True)
+    for built in (cache_root / "data").iterdir():  # the built mosaics, as a first run would build them
+        (fresh_cache / "data" / built.name).symlink_to(built)
+    assert main(["figures", "--cache", str(fresh_cache)]) == 0
+    out = capsys.readouterr().out
+    assert "figures: skipped for digits-mosaic: the best-epoch weights of" in out
+    assert "pamlbench run --method" in out and "--results /tmp/redraw" in out and "make bench" not in out
