@@ -10,7 +10,7 @@ STAMP := $(VENV)/.pamlbench-installed
 # pip on this project's machines lists local wheel folders that lack most packages; hide that noise only.
 PIP_NOISE := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup bench bench-quick prepare tune perf report test system-packages lint ui clean-cache
+.PHONY: setup bench bench-quick prepare tune perf report test mutation system-packages lint ui clean-cache
 
 UI_PORT ?= 5000
 # make bench DATASET=voc DATA=~/data/voc: one dataset of benchmark.toml, or a prepared real dataset
@@ -59,6 +59,10 @@ report: $(STAMP)  ## regenerate leaderboard.md from results/
 
 test: $(STAMP) system-packages  ## run the test suite
 	$(BIN)/python -m pytest
+
+mutation: $(STAMP)  ## mutation testing of the modules in pyproject.toml's [tool.mutmut] (slow; resumable; not in make test)
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
 
 # Debian packages the tests and the benchmark use: a PostgreSQL server (multi-worker tests) and Fashion-MNIST's IDX
 # files (the fashion-mosaic dataset). Installed when missing and possible (root with apt-get).

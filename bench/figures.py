@@ -30,6 +30,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench import checkpoints, stats  # noqa: E402
 from bench.errors import UserError  # noqa: E402
+from bench.frame import file_slug, papers, records_frame  # noqa: E402
 from bench.model import boostlu, build_model  # noqa: E402
 from bench.records import atomic_write  # noqa: E402
 from bench.rundata import load_splits, normalise  # noqa: E402
@@ -41,7 +42,6 @@ SETTING = ["protocol", "label_seed", "backbone", "epochs", "numerics"]
 
 
 def picks() -> dict[str, Any]:
-    from bench.report import papers
 
     return papers()["figures"]
 
@@ -80,7 +80,6 @@ def record_figures(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: 
     chosen = picks()
     written = []
     for (dataset, *setting), runs in done.groupby(["dataset", *SETTING]):
-        from bench.report import file_slug
 
         slug = file_slug(dataset, *setting)
         keys = {variant: list(group.sort_values("seed").run_key) for variant, group in runs.groupby("variant")}
@@ -131,7 +130,6 @@ def memorisation(by_key, keys: dict[str, list[str]], variants: list[str], datase
 
 def pick(records: list[dict[str, Any]], dataset: str, variant: str) -> dict[str, Any] | None:
     """The finished record of `variant` on `dataset` with the smallest seed (defaults only), current code first."""
-    from bench.report import records_frame
 
     current = set(records_frame(records).query("current").run_key) if records else set()
     found = [r for r in records if r["status"] == "done" and r["variant"] == variant and r["run_key"] in current

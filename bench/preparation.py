@@ -38,13 +38,12 @@ import signal
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench.errors import UserError
-from bench.prepared import FORMAT, PreparedDataset, decode
+from bench.prepared import FORMAT, OfficialData, PreparedDataset, decode
 from bench.records import atomic_text, atomic_write
 
 VAL_FRACTION = 0.2
@@ -52,23 +51,6 @@ SPLIT_SEED = 1200
 """Seed of the split permutation (Cole et al.'s), not a label seed."""
 CHUNK_IMAGES = 64
 """Images a decoding worker handles per task."""
-
-
-@dataclass
-class OfficialData:
-    """What a plugin reads from the official files: official train and test splits, rows in reference order.
-
-    labels: N x C, 1 = positive, 0 = negative; with `annotated` (OpenImages), -1 = not annotated.
-    observed_train: real partial annotations of the train split (1 / 0 / -1), when the dataset has them.
-    """
-
-    class_names: list[str]
-    image_root: Path
-    train_images: list[str]
-    train_labels: np.ndarray
-    test_images: list[str]
-    test_labels: np.ndarray
-    observed_train: np.ndarray | None = None
 
 
 def cole_split(num_rows: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:

@@ -20,17 +20,15 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from bench.dataset import Dataset, Split, Splits
 from bench.errors import UserError
-
-if TYPE_CHECKING:
-    from bench.preparation import OfficialData
 
 FORMAT = 2
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -118,6 +116,23 @@ def read_manifest(data_dir: Path, name: str) -> dict:
         raise UserError(f"{data_dir} holds a prepared {manifest.get('dataset')!r} (format {manifest.get('format')}),"
                         f" not {name!r} (format {FORMAT})")
     return manifest
+
+
+@dataclass
+class OfficialData:
+    """What a plugin reads from the official files: official train and test splits, rows in reference order.
+
+    labels: N x C, 1 = positive, 0 = negative; with `annotated` (OpenImages), -1 = not annotated.
+    observed_train: real partial annotations of the train split (1 / 0 / -1), when the dataset has them.
+    """
+
+    class_names: list[str]
+    image_root: Path
+    train_images: list[str]
+    train_labels: np.ndarray
+    test_images: list[str]
+    test_labels: np.ndarray
+    observed_train: np.ndarray | None = None
 
 
 class PreparedDataset(Dataset):

@@ -1,5 +1,5 @@
 """Numbers behind the leaderboard, computed from a frame of run records (one row per record, see
-`bench.report.records_frame`): per-cell statistics over seeds, tie groups and ranks (`bench.stats`), and paired
+`bench.frame.records_frame`): per-cell statistics over seeds, tie groups and ranks (`bench.stats`), and paired
 BoostLU differences. Rendering (Markdown, LaTeX, CSV) lives in `bench.report`; nothing here formats text.
 """
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import UserError
-from bench.preparation import OfficialData
-from bench.prepared import PreparedDataset
+from bench.prepared import OfficialData, PreparedDataset
 
 
 def read_phase(raw: Path, phase: str) -> tuple[list[str], np.ndarray, list[str]]:

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import UserError
-from bench.preparation import OfficialData
-from bench.prepared import PreparedDataset
+from bench.prepared import OfficialData, PreparedDataset
 
 NUM_CLASSES = 81
 

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import UserError
-from bench.preparation import OfficialData
-from bench.prepared import PreparedDataset
+from bench.prepared import OfficialData, PreparedDataset
 
 
 def read_split(raw: Path, split: str, column: dict[str, int]) -> tuple[list[str], np.ndarray]:

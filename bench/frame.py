@@ -1,0 +1,110 @@
+"""The records table that the report and the figures read: one row per run record with its setting, variant,
+selections and provenance (`records_frame`), the papers' data (`papers`: published numbers, the ablation's cells,
+the figures' picks, from bench/papers.toml), and the file-name slug of a setting (`file_slug`)."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import registry
+from bench.errors import UserError
+from bench.numerics import describe
+from bench.selection import RULES, rule_selection
+from bench.versions import code_version
+
+SETTING_COLUMNS = ["protocol", "label_seed", "backbone", "numerics"]
+"""What makes two tables: records that differ in these are never in one table. Within a table, a dataset whose records
+differ in their number of epochs or their data (fingerprint) gets one column for each (`separate_columns`)."""
+PAPERS_FILE = Path(__file__).with_name("papers.toml")
+SELECTIONS = {
+    "clean": "Selected by clean validation (the papers' protocol: best epoch by validation mAP on full labels)",
+    "observed": "Selected by observed validation (realistic: best epoch by validation mAP on the observed labels)",
+    "last": "Last epoch (no early stopping: what memorisation leaves)",
+    "zhou": "Zhou et al.'s early stopping (the best epoch before the first one whose clean validation mAP does not "
+            "improve)",
+    "ll": "Large Loss Matters' early stopping (the best epoch until clean validation mAP falls 3 points below it)",
+}
+
+
+@cache
+def papers() -> dict[str, Any]:
+    """The papers' setup (bench/papers.toml): published numbers, ablation cells, figure picks."""
+    return tomllib.loads(PAPERS_FILE.read_text())
+
+
+def hparam_label(source: dict[str, Any]) -> str:
+    """'' for defaults, ' (tuned)' for tuned hyperparameters, ' (k=v, ...)' for hand-set ones."""
+    kind = source.get("kind", "defaults")
+    if kind == "defaults":
+        return ""
+    if kind == "tuned":
+        return " (tuned)"
+    return " (" + ", ".join(f"{k}={v}" for k, v in sorted(source.get("values", {}).items())) + ")"
+
+
+def provenance_text(source: dict[str, Any]) -> str:
+    """Where a row's hyperparameters came from, with the values the grid file or --set changed."""
+    kind = source.get("kind", "defaults")
+    if kind == "tuned":
+        text = f"tuned: {source.get('n_trials', '?')} trials, study {source.get('study', '?')}"
+    else:
+        text = "defaults" if kind == "defaults" else "set by hand"
+    changed = source.get("overrides") or {}
+    return text + ("; overridden: " + ", ".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
+
+
+def current_code_version(method: str, dataset: str) -> str | None:
+    try:
+        return code_version(registry.method_class(method), registry.dataset_class(dataset))
+    except UserError:
+        return None
+
+
+def selection_value(record: dict[str, Any], selection: str) -> float | None:
+    """The test mAP of a record under `selection`: one the trainer picked, or a paper's rule replayed on the
+    curve (`bench.selection`)."""
+    if selection in RULES:
+        return rule_selection(record["curve"], selection)["test_map"] if record.get("curve") else None
+    return record.get("selections", {}).get(selection, {}).get("test_map")
+
+
+def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per record with the fields the tables use; `current` says if it was made by the current code."""
+    rows = []
+    for record in records:
+        spec = record["spec"]
+        source = record.get("hparam_source", {})
+        rows.append({
+            "run_key": record["run_key"], "status": record["status"], "dataset": spec["dataset"],
+            "variant": record["variant"] + hparam_label(source), "seed": spec["seed"],
+            "protocol": spec["protocol"], "label_seed": spec["label_seed"], "backbone": spec["backbone"],
+            "epochs": spec["epochs"], "numerics": describe(record.get("numerics", {})),
+            **{f"test_map_{name}": selection_value(record, name) for name in SELECTIONS},
+            "train_seconds": record.get("train_seconds"), "peak_memory_mb": record.get("peak_memory_mb"),
+            "label_checksum": record.get("label_checksum"), "data_fingerprint": record.get("data_fingerprint"),
+            "code_version": record.get("code_version"), "provenance": provenance_text(source),
+            "cpu_model": record.get("cpu_model", "?"),
+            "image_shape": "x".join(map(str, record.get("image_shape", []))) or "?",
+            "hparams": ", ".join(f"{k}={v}" for k, v in sorted(spec["hparams"].items())) or "–",
+            "error": record.get("error", ""),
+            "current": record.get("code_version") == current_code_version(spec["method"], spec["dataset"]),
+        })
+    columns = ["run_key", "status", "dataset", "variant", "seed", "epochs", *SETTING_COLUMNS, "current"]
+    return pd.DataFrame(rows, columns=columns if not rows else None)
+
+
+def file_slug(*parts: object) -> str:
+    """A file-name part from `parts`, e.g. ('digits-mosaic', 'cpu AVX512, 2 threads') -> 'digits-mosaic_cpu-AVX512-2-
+    threads' (letters, digits and '-', parts joined by '_')."""
+    slugs = []
+    for part in parts:
+        compact = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in str(part)).strip("-")
+        while "--" in compact:
+            compact = compact.replace("--", "-")
+        slugs.append(compact)
+    return "_".join(slugs)
