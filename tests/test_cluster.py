@@ -21,7 +21,7 @@ from fixtures import finish, metrics, write_grid
 from bench.localcluster import RayCluster, all_processes, kill, namespace_available
 from bench.records import read_records
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray-cluster")]  # one cluster, its tests in file order
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
