@@ -90,7 +90,8 @@ def start_worker(threads: int, parent: int) -> None:
     tqdm.set_lock(threading.RLock())  # not a multiprocessing lock: a worker ended by os._exit leaks no semaphore
     ignore_late_signals()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_on_signal(signum, frame) if IN_TASK["now"]
+                  else os._exit(128 + signum))
 
 
 def die_with_parent(parent: int) -> None:
@@ -106,13 +107,21 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+IN_TASK = {"now": False}
+"""True while a worker runs a task: SIGTERM then raises in the task (its cleanup runs); between tasks the worker
+just exits."""
+
+
 def call_in_worker(function: Callable[..., Any], *args: Any) -> Any:
     """Run a task; a worker interrupted by a signal exits at once after the task's cleanup, taking no next task."""
+    IN_TASK["now"] = True
     try:
         return function(*args)
     except KeyboardInterrupt as interrupt:
         sys.stderr.flush()
         os._exit(128 + int(getattr(interrupt, "signum", signal.SIGINT)))
+    finally:
+        IN_TASK["now"] = False
 
 
 def stop_workers(executor: ProcessPoolExecutor) -> None:
