@@ -52,13 +52,14 @@ def rejection_rate(epoch: int, delta_rel: float, exact: bool = False) -> float |
     return 1 - clean_rate
 
 
-def rejection_count(scheme: str, epoch: int, batch_size: int, num_classes: int, delta_rel: float,
+def rejection_count(constant: bool, epoch: int, batch_size: int, num_classes: int, delta_rel: float,
                     exact: bool = False) -> int:
-    """k of the epoch: 0 in epoch 1, then ceil(B C r_e) (LL-R, LL-Ct) or ceil(B C delta_rel) (LL-Cp)."""
+    """k of the epoch: 0 in epoch 1, then ceil(B C r_e) (LL-R, LL-Ct: a growing rate) or, with `constant`,
+    ceil(B C delta_rel) (LL-Cp)."""
     if epoch == 1:
         return 0
     rate = Fraction(str(delta_rel)) if exact else delta_rel
-    if scheme != "ll-cp":
+    if not constant:
         rate = rejection_rate(epoch, delta_rel, exact)
     return math.ceil(batch_size * num_classes * rate)
 
@@ -67,7 +68,7 @@ class LargeLoss(Method):
     """Shared machinery of the three schemes; subclasses set `name`, `summary` and the delta_rel default."""
 
     correct_selected = True   # LL-Ct, LL-Cp: l~ on S; LL-R: 0 on S
-    permanent = False         # LL-Cp only
+    permanent = False         # LL-Cp only: corrections kept for good, at a constant rate
 
     @classmethod
     def declare(cls, delta_default: float, mosaic_deltas: dict[str, float]) -> dict[str, Hyperparam]:
@@ -81,7 +82,7 @@ class LargeLoss(Method):
     def selected(self, logits: torch.Tensor, observed: torch.Tensor, epoch: int) -> torch.Tensor:
         """Boolean B x C mask S of the large-loss unobserved entries (empty in epoch 1)."""
         unobserved = observed == 0
-        k = rejection_count(self.name, epoch, logits.shape[0], logits.shape[1], self.hp["delta_rel"],
+        k = rejection_count(self.permanent, epoch, logits.shape[0], logits.shape[1], self.hp["delta_rel"],
                             self.hp["exact_schedule"])
         k = min(k, int(unobserved.sum()))
         if k == 0:

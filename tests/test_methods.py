@@ -228,7 +228,7 @@ def test_ll_schedule_matches_reference_table(scheme, num_classes):
 
     module = __import__(method_class(scheme).__module__, fromlist=["rejection_count"])
     delta = method_class(scheme).hparams["delta_rel"].default
-    got = [module.rejection_count(scheme, e, 16, num_classes, delta) for e in range(1, 11)]
+    got = [module.rejection_count(scheme == "ll-cp", e, 16, num_classes, delta) for e in range(1, 11)]
     assert got == LL_TABLE[(scheme, num_classes)]
 
 
@@ -236,9 +236,9 @@ def test_ll_exact_schedule_removes_float_drift():
     from bench.registry import method_class
 
     module = __import__(method_class("ll-r").__module__, fromlist=["rejection_count"])
-    assert module.rejection_count("ll-r", 6, 16, 20, 0.005, exact=True) == 8
-    assert module.rejection_count("ll-r", 6, 16, 80, 0.005, exact=True) == 32
-    assert module.rejection_count("ll-r", 6, 16, 20, 0.005, exact=False) == 9
+    assert module.rejection_count(False, 6, 16, 20, 0.005, exact=True) == 8
+    assert module.rejection_count(False, 6, 16, 80, 0.005, exact=True) == 32
+    assert module.rejection_count(False, 6, 16, 20, 0.005, exact=False) == 9
 
 
 def test_ll_epoch_one_is_plain_bce():
