@@ -197,6 +197,10 @@ def tune_locally(grid, bases: list[RunSpec], workspace, budget, plan, *,
     through one storage, are `tune` commands started side by side; their samplers then differ.)"""
     from bench.workers import run_tasks
 
+    saved = {spec_study(base): saved_summary(workspace.tuned, spec_study(base), budget) for base in bases}
+    for summary in filter(None, saved.values()):
+        on_summary(summary)
+    bases = [base for base in bases if saved[spec_study(base)] is None]
     if plan.jobs == 1:
         for base in bases:
             on_summary(tune(grid, base, workspace, budget, tracker=tracker, heartbeat=heartbeat))
@@ -350,6 +354,21 @@ def study_convergence(study) -> dict[str, Any]:
     finished = sorted((t for t in study.get_trials(deepcopy=False)
                        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)), key=lambda t: t.number)
     return convergence([t.value if t.state == TrialState.COMPLETE else None for t in finished])
+
+
+def saved_summary(tuned: Path, name: str, budget) -> dict[str, Any] | None:
+    """The saved summary of study `name` if it finished under this very budget (a clone of the results has it even
+    without the Optuna database that produced it), else None: the study is then run or resumed."""
+    path = tuned_path(tuned, name)
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, RecursionError):
+        return None
+    if summary.get("budget") != budget.model_dump() or summary.get("n_trials", 0) < budget.n_trials:
+        return None
+    return summary
 
 
 def tuned_overrides(tuned: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
