@@ -120,40 +120,40 @@ def test_every_listed_module_exists_and_says_why():
         assert len(reason) > 10, name
 
 
+@pytest.fixture
+def bench_copy(tmp_path, monkeypatch):
+    """A copy of bench/ that `harness_version` hashes instead of the real one (its cache cleared around)."""
+    import bench.versions as versions
+
+    copy = tmp_path / "bench"
+    copy.mkdir()
+    for path in BENCH_DIR.glob("*.py"):
+        (copy / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(versions, "BENCH_DIR", copy)
+    harness_version.cache_clear()
+    yield copy
+    harness_version.cache_clear()
+
+
+def version_after(edit) -> tuple[str, str]:
+    """The harness version before and after `edit()`."""
+    before = harness_version()
+    harness_version.cache_clear()
+    edit()
+    return before, harness_version()
+
+
 @pytest.mark.parametrize("module", ["trainer.py", "metrics.py", "model.py", "spec.py", "rundata.py"])
-def test_a_change_of_a_hashed_module_changes_the_harness_version(module, tmp_path, monkeypatch):
-    import bench.versions as versions
-
-    copy = tmp_path / "bench"
-    copy.mkdir()
-    for path in BENCH_DIR.glob("*.py"):
-        (copy / path.name).write_bytes(path.read_bytes())
-    monkeypatch.setattr(versions, "BENCH_DIR", copy)
-    harness_version.cache_clear()
-    try:
-        before = harness_version()
-        harness_version.cache_clear()
-        with (copy / module).open("a") as edited:
+def test_a_change_of_a_hashed_module_changes_the_harness_version(module, bench_copy):
+    def edit():
+        with (bench_copy / module).open("a") as edited:
             edited.write("\n# a change\n")
-        assert harness_version() != before
-    finally:
-        harness_version.cache_clear()
+
+    before, after = version_after(edit)
+    assert after != before
 
 
-def test_line_endings_do_not_change_the_harness_version(tmp_path, monkeypatch):
-    import bench.versions as versions
-
-    copy = tmp_path / "bench"
-    copy.mkdir()
-    for path in BENCH_DIR.glob("*.py"):
-        (copy / path.name).write_bytes(path.read_bytes())
-    monkeypatch.setattr(versions, "BENCH_DIR", copy)
-    harness_version.cache_clear()
-    try:
-        before = harness_version()
-        harness_version.cache_clear()
-        trainer = Path(copy / "trainer.py")
-        trainer.write_bytes(trainer.read_bytes().replace(b"\n", b"\r\n"))
-        assert harness_version() == before
-    finally:
-        harness_version.cache_clear()
+def test_line_endings_do_not_change_the_harness_version(bench_copy):
+    trainer = Path(bench_copy / "trainer.py")
+    before, after = version_after(lambda: trainer.write_bytes(trainer.read_bytes().replace(b"\n", b"\r\n")))
+    assert after == before
