@@ -79,3 +79,21 @@ def test_average_rank_is_the_mean_over_every_dataset():
     table[("em", "two")] = cell(50.0, 50.1, 50.2)
     assert average_ranks(table, ["one", "two"]) == {"an": 1.5, "ls": 1.5, "em": 3.0}
     assert average_ranks(table, ["two"]) == {"ls": 1.0, "an": 2.0, "em": 3.0}
+
+
+def test_the_mean_of_nothing_is_nan():
+    import math
+
+    assert math.isnan(stats.mean([]))
+
+
+def test_two_differences_are_enough_for_an_interval():
+    """t(0.975, 1) = 12.71: two close differences of 1.0 and 1.1 still exclude 0; one difference never does."""
+    assert stats.excludes_zero([1.0, 1.1])
+    assert not stats.excludes_zero([5.0]) and not stats.excludes_zero([])
+
+
+def test_two_shared_seeds_are_judged_by_the_interval_not_the_means():
+    """Paired differences -0.5 and -0.6 have an interval of ±0.64 around -0.55: tied, although the means differ."""
+    assert stats.tied({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.6})
+    assert not stats.tied({0: 1.0, 1: 2.0}, {0: 3.0, 1: 4.05})
