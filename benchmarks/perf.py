@@ -160,8 +160,8 @@ WHOLE_GOAL = 45 * 60
 
 def recorded_cost(results: Path) -> None:
     """Training time per dataset summed over the current default-grid records in `results` (no training)."""
-    from bench.records import read_records
     from bench.frame import records_frame
+    from bench.records import read_records
 
     frame = records_frame(read_records(results))
     frame = frame[frame.current & (frame.status == "done")]
