@@ -34,6 +34,7 @@ from bench.claims import HEARTBEAT_SECONDS
 from bench.cluster import DEFAULT_RETRIES, EMBEDDED_GPU_SHARE
 from bench.errors import UserError
 from bench.observation import COLE_SEED
+from bench.recipes import RECIPES
 from bench.signals import STOPPING, ignore_late_signals, stop_on_signal
 from bench.workspace import DEFAULT_CACHE, DEFAULT_RESULTS, Workspace
 
@@ -183,7 +184,8 @@ def grid_from(args: argparse.Namespace):
     overrides = parse_assignments(args.set)
     grid = load_grid(grid_file(args.config)).narrow(
         datasets=args.dataset, variants=args.variants, seeds=getattr(args, "seeds", None), overrides=overrides,
-        data=folder_argument(args.data, "--data"), device=args.device, label_seed=args.label_seed)
+        data=folder_argument(args.data, "--data"), device=args.device, label_seed=args.label_seed,
+        recipes=args.recipe)
     grid.check_overrides(list(overrides), "--set")
     return grid
 
@@ -216,7 +218,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
     plan = worker_plan(args, grid)
     if args.cluster:  # the cluster's resources decide the device; the specs are built (and keyed) here
         requested_device, grid = grid.device, grid.narrow(device="cpu")
-    cells = grid.cells(workspace.tuned)
+    cells, skipped = grid.cells(workspace.tuned)
+    for line in skipped:
+        print(f"bench: skipped: {line}", flush=True)
+    if not cells:
+        raise UserError(f"nothing to train: {skipped[0]}" if skipped else "nothing to train")
     if args.plan:
         show_plan(args, grid, cells, workspace)
         return
@@ -246,15 +252,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def show_plan(args: argparse.Namespace, grid, cells, workspace: Workspace) -> None:
     """Print every cell with its settings' origins and whether it is recorded; train and write nothing."""
-    from bench.plan import print_plan, tuned_names
+    from bench.plan import print_plan
     from bench.records import record_path
 
     cli = set(parse_assignments(args.set))
     statuses = ["recorded" if record_path(workspace.results, spec.key(spec.identity(workspace.data_cache))).exists()
                 else "to train" for spec, _ in cells]
-    studies = {source["study"] for _, source in cells if source.get("kind") == "tuned"}
-    print_plan(cells, statuses, cli=cli, grid_file=set(grid.overrides) - cli,
-               tuned_values=tuned_names(workspace.tuned, studies))
+    print_plan(cells, statuses, cli=cli, grid_file=set(grid.overrides) - cli)
 
 
 def join_cluster(args: argparse.Namespace) -> dict[str, float] | None:
@@ -292,20 +296,17 @@ def cmd_tune(args: argparse.Namespace) -> None:
     options = task_options(args, workspace)
     plan = worker_plan(args, grid)
     spec_grid = grid.narrow(device="cpu") if args.cluster else grid  # on a cluster, its resources pick the device
-    base_specs = [spec_grid.base_spec(dataset, variant, budget.seed) for dataset in grid.datasets
-                  for variant in grid.variants]
+    base_specs, budget = study_bases(spec_grid, args.recipe or ["tuned"], budget)
     if args.plan:
-        from bench.plan import print_plan
+        from bench.plan import print_plan, space_text
+        from bench.tuning import paper_settings, study_space
 
         cli = set(parse_assignments(args.set))
         print(f"tune: each study {budget.describe()}")
-        from bench.tuning import search_ranges
-
-        statuses = ["to tune: searches " + ", ".join(f"{name} in [{low:.3g}, {high:.3g}]" for name, (low, high) in
-                                                     search_ranges(spec.dataset, spec.variant).items()
-                                                     if name not in grid.overrides) for spec in base_specs]
-        print_plan([(spec, {"kind": "defaults"}) for spec in base_specs], statuses, cli=cli,
-                   grid_file=set(grid.overrides) - cli, tuned_values={})
+        statuses = [f"to tune: searches {space_text(study_space(grid, spec))}" for spec in base_specs]
+        sources = [{"kind": spec.recipe, "values": paper_settings(spec)} for spec in base_specs]
+        print_plan(list(zip(base_specs, sources, strict=True)), statuses, cli=cli,
+                   grid_file=set(grid.overrides) - cli)
         return
     resources = join_cluster(args)
     if workspace.storage:
@@ -323,6 +324,42 @@ def cmd_tune(args: argparse.Namespace) -> None:
     else:
         tune_locally(grid, base_specs, workspace, budget, plan, on_summary=print_tune_summary, tracker=tracker,
                      heartbeat=args.heartbeat)
+
+
+def study_bases(grid, recipes: list[str], budget):
+    """(the base spec of every study `tune` runs, the budget they share): under `tuned` (the default) each cell's
+    equal-budget study; under `paper` the grid study of each variant whose paper published only its search. Other
+    recipes, and papers that published their values, have nothing to search (UserError if nothing is left)."""
+    from bench.recipes import paper_recipe
+    from bench.tuning import grid_budget, study_space
+
+    if set(recipes) - {"tuned", "paper"} or len(recipes) > 1:
+        raise UserError("tune --recipe: give one of tuned (the equal-budget studies, the default) or paper (the "
+                        "papers' grid studies); the defaults recipe has nothing to search")
+    if recipes == ["tuned"]:
+        return [grid.base_spec(dataset, variant, budget.seed) for dataset in grid.datasets
+                for variant in grid.variants], budget
+    bases, skipped = [], []
+    for dataset in grid.datasets:
+        for variant in grid.variants:
+            try:
+                paper = paper_recipe(dataset, variant)
+            except UserError as error:
+                skipped.append(str(error))
+                continue
+            if not paper.search:
+                skipped.append(f"{variant} on {dataset}: {paper.paper} published its values; nothing to search")
+                continue
+            bases.append(grid.base_spec(dataset, variant, budget.seed, paper.settings, recipe="paper"))
+    for line in skipped:
+        print(f"tune: skipped: {line}", flush=True)
+    if not bases:
+        raise UserError(f"tune --recipe paper: no grid study to run: {skipped[0]}")
+    spaces = {repr(study_space(grid, base)) for base in bases}
+    if len(spaces) > 1:
+        raise UserError("tune --recipe paper: these grid studies search different grids; tune one paper's variants "
+                        "at a time (--variants)")
+    return bases, grid_budget(budget, study_space(grid, bases[0]))
 
 
 def print_tune_summary(summary: dict[str, Any]) -> None:
@@ -416,6 +453,10 @@ def add_grid_options(parser: argparse.ArgumentParser, *, seeds: bool = True) -> 
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="hyperparameter override for every cell that uses it, repeatable")
     parser.add_argument("--data", help="prepared dataset folder of the selected datasets")
+    parser.add_argument("--recipe", action="append", choices=RECIPES,
+                        help="where the settings come from (repeatable): tuned (the equal-budget study's best), paper "
+                             "(the method's own paper; with tune, its grid study), defaults (default: the grid "
+                             "file's, else each dataset's: tuned and defaults on the mosaics, paper on real data)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log runs to MLflow")
     parser.add_argument("--plan", action="store_true",
                         help="print every cell (or study) with its resolved settings and where each value came from; "

@@ -285,7 +285,7 @@ def tune_on_cluster(grid, bases: list[RunSpec], workspace: Workspace, resources:
     for base in bases:
         base = dataclasses.replace(base, device=device)
         name = spec_study(base)
-        study = open_study(name, workspace.optuna_url(), budget, base.epochs, heartbeat)
+        study = open_study(grid, base, workspace.optuna_url(), budget, heartbeat)
         parent = start_parent(tracker, base, name)
         gpus = options.gpus_for(base)
         slots = int(resources.get("GPU", 0) // gpus) if gpus else int(resources.get("CPU", 1) // options.threads)

@@ -71,6 +71,12 @@ class Dataset:
     """True when the data lives in a folder the user gives (`--data`), e.g. a prepared real dataset."""
     takes_data_dir: ClassVar[bool] = False
     """True when `--data` is optional (a folder of source files other than the default one)."""
+    frequency_groups: ClassVar[int] = 0
+    """Groups of classes by annotation frequency the report gives mAPs for (`bench.groups`; OpenImages: 5), from
+    the dataset's own training annotations; 0 for none."""
+    recipes: ClassVar[tuple[str, ...]] = ("defaults",)
+    """The recipes a grid runs on this dataset unless told otherwise (`bench.recipes`): `paper` where the source
+    papers published their settings, `tuned` and `defaults` where none did."""
 
     @classmethod
     def available(cls, data_dir: Path | None = None) -> bool:

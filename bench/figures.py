@@ -30,8 +30,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench import checkpoints, stats  # noqa: E402
 from bench.errors import UserError  # noqa: E402
-from bench.frame import file_slug, papers, records_frame  # noqa: E402
+from bench.frame import file_slug, recipes_present, records_frame  # noqa: E402
 from bench.model import boostlu, build_model  # noqa: E402
+from bench.papers import papers  # noqa: E402
+from bench.recipes import RECIPES  # noqa: E402
 from bench.records import atomic_write  # noqa: E402
 from bench.rundata import load_splits, normalise  # noqa: E402
 from bench.spec import TRAINING_HPARAMS, RunSpec  # noqa: E402
@@ -71,11 +73,13 @@ def band(axis, values: np.ndarray, **style) -> None:
 
 
 def record_figures(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[tuple[Path, str]]:
-    """Draw the records-only figures of every (dataset, setting) with finished current runs; returns
-    [(path, caption)]."""
+    """Draw the records-only figures of every (dataset, setting) with finished current runs of the dataset's first
+    recipe (tuned before paper before defaults, as the leaderboard); returns [(path, caption)]."""
     if frame.empty:
         return []
     done = frame[(frame.status == "done") & frame.current & (frame.variant == frame.variant.str.split(" ").str[0])]
+    primary = {dataset: recipes_present(runs)[0] for dataset, runs in done.groupby("dataset")}
+    done = done[done.recipe == done.dataset.map(primary)]
     by_key = {r["run_key"]: r for r in records}
     chosen = picks()
     written = []
@@ -129,12 +133,16 @@ def memorisation(by_key, keys: dict[str, list[str]], variants: list[str], datase
 
 
 def pick(records: list[dict[str, Any]], dataset: str, variant: str) -> dict[str, Any] | None:
-    """The finished record of `variant` on `dataset` with the smallest seed (defaults only), current code first."""
-
+    """The finished current-code record of `variant` on `dataset` with the smallest seed, of the first recipe that
+    has one (tuned before paper before defaults); hand-set runs are never picked."""
     current = set(records_frame(records).query("current").run_key) if records else set()
     found = [r for r in records if r["status"] == "done" and r["variant"] == variant and r["run_key"] in current
-             and r["spec"]["dataset"] == dataset and r.get("hparam_source", {}).get("kind", "defaults") == "defaults"]
-    return min(found, key=lambda r: (r["spec"]["seed"], r["run_key"])) if found else None
+             and r["spec"]["dataset"] == dataset and r.get("hparam_source", {}).get("kind") != "manual"]
+    for recipe in RECIPES:
+        chosen = [r for r in found if r["spec"].get("recipe", "defaults") == recipe]
+        if chosen:
+            return min(chosen, key=lambda r: (r["spec"]["seed"], r["run_key"]))
+    return None
 
 
 def checkpoint_figure_names(records: list[dict[str, Any]], dataset: str) -> list[tuple[str, str]]:

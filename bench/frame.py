@@ -1,12 +1,8 @@
 """The records table that the report and the figures read: one row per run record with its setting, variant,
-selections and provenance (`records_frame`), the papers' data (`papers`: published numbers, the ablation's cells,
-the figures' picks, from bench/papers.toml), and the file-name slug of a setting (`file_slug`)."""
+selections and provenance (`records_frame`), and the file-name slug of a setting (`file_slug`)."""
 
 from __future__ import annotations
 
-import tomllib
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -14,36 +10,29 @@ import pandas as pd
 from bench import registry
 from bench.errors import UserError
 from bench.numerics import describe
+from bench.recipes import RECIPES
 from bench.selection import RULES, rule_selection
 from bench.versions import code_version
 
 SETTING_COLUMNS = ["protocol", "label_seed", "backbone", "numerics"]
 """What makes two tables: records that differ in these are never in one table. Within a table, a dataset whose records
 differ in their number of epochs or their data (fingerprint) gets one column for each (`separate_columns`)."""
-PAPERS_FILE = Path(__file__).with_name("papers.toml")
 SELECTIONS = {
     "clean": "Selected by clean validation (the papers' protocol: best epoch by validation mAP on full labels)",
     "observed": "Selected by observed validation (realistic: best epoch by validation mAP on the observed labels)",
     "last": "Last epoch (no early stopping: what memorisation leaves)",
     "zhou": "Zhou et al.'s early stopping (the best epoch before the first one whose clean validation mAP does not "
             "improve)",
-    "ll": "Large Loss Matters' early stopping (the best epoch until clean validation mAP falls 3 points below it)",
+    "ll": "Large Loss Matters' early stopping (the best epoch until clean validation mAP falls more than 3 points "
+          "below it)",
 }
 
 
-@cache
-def papers() -> dict[str, Any]:
-    """The papers' setup (bench/papers.toml): published numbers, ablation cells, figure picks."""
-    return tomllib.loads(PAPERS_FILE.read_text())
-
-
 def hparam_label(source: dict[str, Any]) -> str:
-    """'' for defaults, ' (tuned)' for tuned hyperparameters, ' (k=v, ...)' for hand-set ones."""
-    kind = source.get("kind", "defaults")
-    if kind == "defaults":
+    """' (k=v, ...)' for hand-set hyperparameters (`pamlbench run --set`); '' for a recipe's (each recipe has its
+    own tables)."""
+    if source.get("kind") != "manual":
         return ""
-    if kind == "tuned":
-        return " (tuned)"
     return " (" + ", ".join(f"{k}={v}" for k, v in sorted(source.get("values", {}).items())) + ")"
 
 
@@ -52,6 +41,10 @@ def provenance_text(source: dict[str, Any]) -> str:
     kind = source.get("kind", "defaults")
     if kind == "tuned":
         text = f"tuned: {source.get('n_trials', '?')} trials, study {source.get('study', '?')}"
+    elif kind == "paper":
+        study = (f"; its grid study {source['study']} ({source.get('n_trials', '?')} trials)" if "study" in source
+                 else "")
+        text = f"paper: {source.get('source', '?')}; selection: {source.get('rule', 'clean')}{study}"
     else:
         text = "defaults" if kind == "defaults" else "set by hand"
     changed = source.get("overrides") or {}
@@ -68,6 +61,8 @@ def current_code_version(method: str, dataset: str) -> str | None:
 def selection_value(record: dict[str, Any], selection: str) -> float | None:
     """The test mAP of a record under `selection`: one the trainer picked, or a paper's rule replayed on the
     curve (`bench.selection`)."""
+    if selection == "paper":
+        selection = record.get("hparam_source", {}).get("rule", "clean")
     if selection in RULES:
         return rule_selection(record["curve"], selection)["test_map"] if record.get("curve") else None
     return record.get("selections", {}).get(selection, {}).get("test_map")
@@ -84,7 +79,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "variant": record["variant"] + hparam_label(source), "seed": spec["seed"],
             "protocol": spec["protocol"], "label_seed": spec["label_seed"], "backbone": spec["backbone"],
             "epochs": spec["epochs"], "numerics": describe(record.get("numerics", {})),
-            **{f"test_map_{name}": selection_value(record, name) for name in SELECTIONS},
+            "recipe": spec.get("recipe", "defaults"), "paper": source.get("paper"), "hparam_source": source,
+            **{f"test_map_{name}": selection_value(record, name) for name in [*SELECTIONS, "paper"]},
             "train_seconds": record.get("train_seconds"), "peak_memory_mb": record.get("peak_memory_mb"),
             "label_checksum": record.get("label_checksum"), "data_fingerprint": record.get("data_fingerprint"),
             "code_version": record.get("code_version"), "provenance": provenance_text(source),
@@ -94,8 +90,13 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "error": record.get("error", ""),
             "current": record.get("code_version") == current_code_version(spec["method"], spec["dataset"]),
         })
-    columns = ["run_key", "status", "dataset", "variant", "seed", "epochs", *SETTING_COLUMNS, "current"]
+    columns = ["run_key", "status", "dataset", "variant", "recipe", "seed", "epochs", *SETTING_COLUMNS, "current"]
     return pd.DataFrame(rows, columns=columns if not rows else None)
+
+
+def recipes_present(frame: pd.DataFrame) -> list[str]:
+    """The recipes of `frame`'s rows, in the leaderboard's order (`bench.recipes.RECIPES`)."""
+    return [recipe for recipe in RECIPES if (frame.recipe == recipe).any()]
 
 
 def file_slug(*parts: object) -> str:

@@ -1,9 +1,9 @@
 """The benchmark grid: datasets x variants x seeds, read from a TOML file (default `benchmark.toml`).
 
 This is the one path from user input to RunSpecs: the grid file is validated field by field (`GridFile`), the
-command line narrows it (`Grid.narrow`: datasets, variants, seeds, overrides, data folder, device, label seed), and
-`Grid.cells` builds each cell's RunSpec once, with the tuned hyperparameters of its study where they exist. `bench`
-and `tune` take their specs from here; `bench.runner.run_grid` runs them.
+command line narrows it (`Grid.narrow`: datasets, variants, seeds, recipes, overrides, data folder, device, label
+seed), and `Grid.cells` builds each cell's RunSpec once, under each recipe of its dataset (`bench.recipes`: tuned,
+paper, defaults). `bench` and `tune` take their specs from here; `bench.runner.run_grid` runs them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bench import registry
 from bench.errors import UserError
 from bench.observation import COLE_SEED
+from bench.recipes import RECIPES, PaperRecipe, paper_recipe
 from bench.rundata import resolve_device
 from bench.spec import BOOSTLU_ONLY, SEED_LIMIT, TRAINING_HPARAMS, RunSpec, make_spec, parse_variant, trainer_defaults
 from bench.tuning import study_name, tuned_overrides
@@ -31,13 +32,14 @@ Scalar = bool | int | float | str
 
 class TuningBudget(BaseModel):
     """The one budget every study of a grid gets (the grid file's `[tuning]` table; `tune` options override it):
-    a TPE sampler with `startup_trials` random trials first, `n_trials` finished (complete or pruned) trials per
+    a TPE sampler with `startup_trials` random trials first (or, for a paper's grid study, `bench.tuning.grid_budget`,
+    every setting of the grid), `n_trials` finished (complete or pruned) trials per
     study, the pruner, and the seed of both the sampler and every trial's training (outside the benchmark's seeds).
     The objective is the best-epoch validation mAP on the `objective` labels (clean: the papers' protocol)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    sampler: Literal["tpe"] = "tpe"
+    sampler: Literal["tpe", "grid"] = "tpe"
     startup_trials: int = Field(10, ge=0, le=1000)
     n_trials: int = Field(20, ge=1)
     pruner: Literal["median", "hyperband", "none"] = "median"
@@ -46,6 +48,9 @@ class TuningBudget(BaseModel):
 
     def describe(self) -> str:
         """One line for the leaderboard and the command line."""
+        if self.sampler == "grid":
+            return (f"every one of the {self.n_trials} settings of the grid, unpruned; objective: best-epoch "
+                    f"validation mAP on {self.objective} labels; trials trained with seed {self.seed}")
         return (f"{self.n_trials} finished trials per study; {self.sampler.upper()} sampler (seed {self.seed}, "
                 f"{self.startup_trials} random start-up trials); {self.pruner} pruner on the running best; "
                 f"objective: best-epoch validation mAP on {self.objective} labels; trials trained with seed "
@@ -66,13 +71,15 @@ class GridFile(BaseModel):
     device: str = "auto"
     overrides: dict[str, Scalar] = {}
     data_dirs: dict[str, str] = {}
+    recipes: list[Literal[RECIPES]] | None = Field(None, min_length=1)
     tuning: TuningBudget = TuningBudget()
 
 
 @dataclass(frozen=True)
 class Grid:
     """A benchmark grid. `overrides` apply to every cell that uses them (e.g. {'epochs': 2}); `data_dirs` maps
-    dataset -> folder; `tuning` is the budget of every study."""
+    dataset -> folder; `recipes` are run on every dataset (None: each dataset's own, `Dataset.recipes`); `tuning` is
+    the budget of every study."""
 
     datasets: list[str]
     variants: list[str]
@@ -82,11 +89,12 @@ class Grid:
     device: str = "auto"
     overrides: dict[str, Any] = field(default_factory=dict)
     data_dirs: dict[str, str] = field(default_factory=dict)
+    recipes: list[str] | None = None
     tuning: TuningBudget = field(default_factory=TuningBudget)
 
     def narrow(self, *, datasets: list[str] | None = None, variants: list[str] | None = None,
                seeds: list[int] | None = None, overrides: dict[str, Any] | None = None, data: str | None = None,
-               device: str | None = None, label_seed: int | None = None) -> Grid:
+               device: str | None = None, label_seed: int | None = None, recipes: list[str] | None = None) -> Grid:
         """This grid restricted or changed by command-line options; None keeps the grid's value. `data` is the
         folder of every selected dataset; `overrides` are added to (and win over) the grid's."""
         chosen = datasets or self.datasets
@@ -94,8 +102,12 @@ class Grid:
         return dataclasses.replace(self, datasets=chosen, variants=variants or self.variants,
                                    seeds=seeds if seeds is not None else self.seeds,
                                    overrides={**self.overrides, **(overrides or {})}, data_dirs=data_dirs,
-                                   device=device or self.device,
+                                   device=device or self.device, recipes=recipes or self.recipes,
                                    label_seed=self.label_seed if label_seed is None else label_seed)
+
+    def recipes_for(self, dataset: str) -> list[str]:
+        """The recipes run on `dataset`: the grid's (or the command line's), else the dataset's own."""
+        return list(self.recipes or registry.dataset_class(dataset).recipes)
 
     def check_overrides(self, names: list[str], origin: str) -> None:
         """UserError for an override in `names` that no cell of this grid has (a typo would otherwise train the
@@ -108,17 +120,21 @@ class Grid:
                 raise UserError(f"{origin} {name}: no variant of this grid has that hyperparameter{hint}; valid "
                                 f"here: {', '.join(sorted(accepted))}")
 
-    def base_spec(self, dataset: str, variant: str, seed: int, extra: dict[str, Any] | None = None) -> RunSpec:
-        """The RunSpec of one cell with the grid's options, `extra` hyperparameters under the grid's overrides."""
+    def base_spec(self, dataset: str, variant: str, seed: int, extra: dict[str, Any] | None = None,
+                  recipe: str = "defaults") -> RunSpec:
+        """The RunSpec of one cell with the grid's options, `extra` hyperparameters (the recipe's) under the grid's
+        overrides."""
         return make_spec(dataset, variant, seed, overrides={**(extra or {}), **self.overrides},
                          protocol=self.protocol, label_seed=self.label_seed, device=resolve_device(self.device),
-                         data_dir=self.data_dirs.get(dataset), strict=False)
+                         data_dir=self.data_dirs.get(dataset), strict=False, recipe=recipe)
 
-    def study(self, dataset: str, variant: str) -> str:
-        """The tuning study name of (dataset, variant) under this grid's settings."""
-        settings = {**trainer_defaults(dataset), **self.overrides}
-        return study_name(dataset, self.protocol, self.label_seed, variant, str(settings["backbone"]),
+    def study(self, dataset: str, variant: str, paper: PaperRecipe | None = None) -> str:
+        """The tuning study name of (dataset, variant) under this grid's settings: the equal-budget study, or with
+        `paper`, the grid study of that paper's search (a different study, with '/paper' at the end)."""
+        settings = {**trainer_defaults(dataset), **(paper.settings if paper else {}), **self.overrides}
+        name = study_name(dataset, self.protocol, self.label_seed, variant, str(settings["backbone"]),
                           int(settings["epochs"]))
+        return f"{name}/paper" if paper else name
 
     def with_overrides(self, source: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         """`source` plus, under 'overrides', the resolved values of this grid's overrides that `spec` uses (from
@@ -127,19 +143,49 @@ class Grid:
         used = {name: values[name] for name in sorted(self.overrides) if values.get(name) is not None}
         return {**source, "overrides": used} if used else source
 
-    def cells(self, tuned: Path | None = None) -> list[tuple[RunSpec, dict[str, Any]]]:
-        """Every cell as (RunSpec, hyperparameter source), dataset-major, then variant, then seed. With `tuned` (a
-        folder of tuning results), a cell whose study was tuned takes the study's best hyperparameters; the grid's
-        own overrides still win."""
-        cells = []
+    def recipe_values(self, dataset: str, variant: str, recipe: str,
+                      tuned: Path) -> tuple[dict[str, Any], dict[str, Any]] | str:
+        """(values, hyperparameter source) of `variant` on `dataset` under `recipe`, or why it cannot run yet (a
+        study not tuned, a paper's grid study not run, no published recipe). The `tuned` recipe takes the best values
+        of the variant's study in the folder `tuned`; `paper` the paper's settings, and for a paper that published
+        only its search, the best values of that search's grid study."""
+        if recipe == "defaults":
+            return {}, {"kind": "defaults"}
+        if recipe == "tuned":
+            found = tuned_overrides(tuned, self.study(dataset, variant))
+            return found or f"no tuned study for {variant} on {dataset} (run `pamlbench tune`)"
+        try:
+            paper = paper_recipe(dataset, variant)
+        except UserError as error:
+            return str(error)
+        source = paper.source_record()
+        if not paper.search:
+            return paper.settings, source
+        found = tuned_overrides(tuned, self.study(dataset, variant, paper))
+        if found is None:
+            return (f"the {paper.paper} grid study of {variant} on {dataset} has not run (run `pamlbench tune "
+                    "--recipe paper`)")
+        params, study = found
+        values = {**paper.settings, **params}
+        return values, {**source, "values": values, "study": study["study"], "n_trials": study["n_trials"]}
+
+    def cells(self, tuned: Path) -> tuple[list[tuple[RunSpec, dict[str, Any]]], list[str]]:
+        """Every cell as (RunSpec, hyperparameter source), dataset-major, then recipe, variant and seed, and a line
+        for each (dataset, recipe, variant) that cannot run (see `recipe_values`). The grid's own overrides win over
+        every recipe; `tuned` is the folder of tuning results."""
+        cells, skipped = [], []
         for dataset in self.datasets:
-            for variant in self.variants:
-                found = tuned_overrides(tuned, self.study(dataset, variant)) if tuned is not None else None
-                params, source = found or ({}, {"kind": "defaults"})
-                for seed in self.seeds:
-                    spec = self.base_spec(dataset, variant, seed, params)
-                    cells.append((spec, self.with_overrides(source, spec)))
-        return cells
+            for recipe in self.recipes_for(dataset):
+                for variant in self.variants:
+                    found = self.recipe_values(dataset, variant, recipe, tuned)
+                    if isinstance(found, str):
+                        skipped.append(f"{recipe} recipe: {found}")
+                        continue
+                    values, source = found
+                    for seed in self.seeds:
+                        spec = self.base_spec(dataset, variant, seed, values, recipe)
+                        cells.append((spec, self.with_overrides(source, spec)))
+        return cells, skipped
 
 
 def accepted_hparams(variants: list[str]) -> set[str]:
@@ -175,6 +221,7 @@ def load_grid(path: Path) -> Grid:
         where = ".".join(str(part) for part in first["loc"]) or "(top level)"
         raise UserError(f"benchmark file {path}: field {where!r}: {first['msg']}") from None
     fields = {name: getattr(parsed, name) for name in GridFile.model_fields}
+    fields["recipes"] = list(fields["recipes"]) if fields["recipes"] else None
     optional = fields.pop("optional_datasets")
     for name in fields["datasets"] + optional:
         registry.dataset_class(name)

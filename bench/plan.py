@@ -1,22 +1,24 @@
 """`bench --plan` and `tune --plan`: every cell (or study) a command would train, with its resolved settings and
 where each value came from, training and writing nothing.
 
-Origins, from the strongest: `--set` (the command line), `grid file` (its `[overrides]`), `tuned` (the study's best
-values in results/tuned/), `default` (the dataset's default for the trainer's settings, the method's declared
-default, possibly per dataset, for its own).
+Origins, from the strongest: `--set` (the command line), `grid file` (its `[overrides]`), the cell's recipe (`tuned`:
+the study's best values in results/tuned/; `paper <key>`: that paper's settings, or its grid study's best), `default`
+(the dataset's default for the trainer's settings, the method's declared default, possibly per dataset, for its
+own).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from bench.spec import BOOSTLU_ONLY, TRAINING_HPARAMS, RunSpec
 
 
-def value_origins(spec: RunSpec, *, cli: set[str], grid_file: set[str], tuned: set[str]) -> dict[str, tuple[Any, str]]:
-    """name -> (value, origin) of every trainer setting and method hyperparameter of `spec`."""
+def value_origins(spec: RunSpec, source: dict[str, Any], *, cli: set[str],
+                  grid_file: set[str]) -> dict[str, tuple[Any, str]]:
+    """name -> (value, origin) of every trainer setting and method hyperparameter of `spec`, whose hyperparameter
+    source (`bench.grid.Grid.cells`) says which values its recipe set."""
     values = {name: getattr(spec, name) for name in TRAINING_HPARAMS
               if name not in BOOSTLU_ONLY or spec.boostlu_train or spec.boostlu_infer}
     values.update(spec.method_hparams())
@@ -26,7 +28,9 @@ def value_origins(spec: RunSpec, *, cli: set[str], grid_file: set[str], tuned: s
             return "--set"
         if name in grid_file:
             return "grid file"
-        return "tuned" if name in tuned else "default"
+        if name in source.get("values", {}):
+            return f"paper {source['paper']}" if source.get("kind") == "paper" else str(source.get("kind"))
+        return "default"
 
     return {name: (value, origin(name)) for name, value in values.items()}
 
@@ -35,29 +39,22 @@ def plan_line(spec: RunSpec, origins: dict[str, tuple[Any, str]], status: str) -
     """One cell: its name, what will happen to it, and every value with its origin."""
     settings = ", ".join(f"{name}={value} ({origin})" for name, (value, origin) in origins.items())
     data = f", data {spec.data_dir}" if spec.data_dir else ""
-    return (f"{spec.dataset} {spec.variant} seed={spec.seed} [{status}]: {settings}; label seed {spec.label_seed}, "
+    return (f"{spec.dataset} {spec.variant} seed={spec.seed} recipe={spec.recipe} [{status}]: {settings}; label seed "
+            f"{spec.label_seed}, "
             f"{spec.protocol}, device {spec.device}{data}")
 
 
 def print_plan(cells: list[tuple[RunSpec, dict[str, Any]]], statuses: list[str], *, cli: set[str],
-               grid_file: set[str], tuned_values: dict[str, set[str]]) -> None:
-    """Print the plan of `cells` (each with its status, e.g. 'to train' or 'recorded'); `tuned_values` maps a
-    tuned study's name to the names it sets."""
+               grid_file: set[str]) -> None:
+    """Print the plan of `cells` (each with its status, e.g. 'to train' or 'recorded')."""
     for (spec, source), status in zip(cells, statuses, strict=True):
-        tuned = tuned_values.get(source.get("study", ""), set())
-        print(plan_line(spec, value_origins(spec, cli=cli, grid_file=grid_file, tuned=tuned), status))
+        print(plan_line(spec, value_origins(spec, source, cli=cli, grid_file=grid_file), status))
     counts = Counter(status.split(":")[0] for status in statuses)
     print(f"plan: {len(cells)} cell(s): " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
           + "; nothing was trained")
 
 
-def tuned_names(tuned_folder: Path, studies: set[str]) -> dict[str, set[str]]:
-    """study -> the hyperparameter names its saved result sets."""
-    from bench.tuning import tuned_overrides
-
-    found = {}
-    for study in studies:
-        result = tuned_overrides(tuned_folder, study)
-        if result is not None:
-            found[study] = set(result[0])
-    return found
+def space_text(space: dict[str, tuple[float, float] | list[Any]]) -> str:
+    """What a study searches, e.g. 'lr in [0.0003, 0.03], batch_size in {8, 16}'."""
+    return ", ".join(f"{name} in {{{', '.join(f'{v:g}' for v in bounds)}}}" if isinstance(bounds, list)
+                     else f"{name} in [{bounds[0]:.3g}, {bounds[1]:.3g}]" for name, bounds in space.items())

@@ -132,6 +132,7 @@ class DoneShape(BaseModel):
     per_class_ap: dict[str, Percent] = Field(min_length=1)
     selections: Selections
     curve: list[CurvePoint] = Field(min_length=1)
+    class_groups: dict[str, Annotated[int, Field(ge=1)]] | None = None
 
     @model_validator(mode="after")
     def consistent(self) -> DoneShape:
@@ -147,6 +148,8 @@ class DoneShape(BaseModel):
             raise ValueError("best_epoch and test_map are not those of the clean selection")
         if self.selections.last.epoch != len(self.curve):
             raise ValueError("selection 'last' is not the curve's last epoch")
+        if self.class_groups is not None and set(self.class_groups) != set(self.per_class_ap):
+            raise ValueError("class_groups does not name exactly the classes of per_class_ap")
         return self
 
 

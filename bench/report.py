@@ -23,8 +23,12 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from bench import stats
 from bench.errors import UserError
-from bench.frame import SELECTIONS, SETTING_COLUMNS, file_slug, papers, records_frame
+from bench.frame import SELECTIONS, SETTING_COLUMNS, file_slug, recipes_present, records_frame
+from bench.groups import group_maps
+from bench.papers import papers
+from bench.recipes import DESCRIPTIONS
 from bench.records import atomic_text
 from bench.tables import Cell, average_ranks, cells, finite, is_oracle, paired_boostlu, placements, variant_order
 from bench.workspace import Workspace
@@ -61,12 +65,30 @@ def cell_text(cell: Cell | None, fmt: str) -> str:
     return text + (f" ({cell.failed} failed)" if cell.failed else "")
 
 
+PAPER_SELECTION = ("Each paper's own epoch selection (its rule: the best validation epoch, or Zhou et al.'s or Large "
+                   "Loss Matters' early stopping), with the published numbers")
+
+
+def selections_of(recipe: str) -> dict[str, str]:
+    """The selection tables of one recipe: the papers' rows are read first with their own paper's rule."""
+    return {"paper": PAPER_SELECTION, **SELECTIONS} if recipe == "paper" else dict(SELECTIONS)
+
+
+def comparable(frame: pd.DataFrame, variant: str, dataset: str) -> bool:
+    """True when the runs of (variant, dataset) ran, without overrides, the recipe of the paper whose number
+    bench/papers.toml [main] quotes for the variant: only then is ours − paper a like-for-like Δ."""
+    runs = frame[(frame.variant == variant) & (frame.dataset == dataset)]
+    quoted = papers()["main"]["recipes"].get(variant)
+    return bool(len(runs)) and all(source.get("kind") == "paper" and source.get("paper") == quoted
+                                   and not source.get("overrides") for source in runs.hparam_source)
+
+
 def main_rows(frame: pd.DataFrame, fmt: str, selection: str = "clean") -> tuple[list[str], list[list[str]]]:
-    """Headers and rows of the variants x datasets table of one selection; for the papers' selection (clean), with
-    published numbers and deltas where they exist."""
+    """Headers and rows of the variants x datasets table of one selection (of one recipe). With the `paper`
+    selection (each row read by its paper's rule), the published numbers, and Δ = ours − paper where `comparable`."""
     table = cells(frame, f"test_map_{selection}")
     datasets = sorted(frame.dataset.unique())
-    paper = papers()["main"]["values"] if selection == "clean" else {}
+    paper = papers()["main"]["values"] if selection == "paper" else {}
     with_paper = [d for d in datasets if any(d in values for values in paper.values())]
     ranks = average_ranks(table, datasets)
     places = {d: placements(table, d) for d in datasets}
@@ -83,8 +105,9 @@ def main_rows(frame: pd.DataFrame, fmt: str, selection: str = "clean") -> tuple[
             if dataset in with_paper:
                 value = paper.get(variant.split(" (")[0], {}).get(dataset)
                 ours = cell.mean if cell and cell.n else None
+                like = comparable(frame, variant, dataset)
                 row += [f"{value:.2f}" if value is not None else "–",
-                        f"{ours - value:+.2f}" if value is not None and ours is not None else "–"]
+                        f"{ours - value:+.2f}" if value is not None and ours is not None and like else "–"]
         row.append("/".join(str(table[(variant, d)].n) if (variant, d) in table else "0" for d in datasets))
         row.append(f"{ranks[variant]:.2f}" if variant in ranks else "–")
         rows.append(row)
@@ -145,6 +168,15 @@ def regime_rows(frame: pd.DataFrame, records: list[dict[str, Any]]) -> tuple[lis
              "memorises"], rows) if rows else None
 
 
+def regime_note(title: str, table: tuple[list[str], list[list[str]]], recipe: str) -> list[str]:
+    """A line under the regime check naming the datasets whose `recipe` records miss one of its criteria."""
+    if not title.startswith("Regime check"):
+        return []
+    missed = [row[0] for row in table[1] if "NO" in row]
+    return [f"The {recipe} records do not meet the converged regime's criteria on {', '.join(missed)}: read their "
+            "tables with that in mind.", ""] if missed else []
+
+
 def mean_curve(records: list[dict[str, Any]]) -> list[float]:
     """Clean validation mAP per epoch, mean over `records`."""
     epochs = min(len(r["curve"]) for r in records)
@@ -165,23 +197,23 @@ def dataset_details(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 def variant_details(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     rows = []
-    for (variant, dataset), runs in frame.groupby(["variant", "dataset"]):
+    for (recipe, variant, dataset), runs in frame.groupby(["recipe", "variant", "dataset"]):
         done = runs[runs.status == "done"]
-        rows.append([variant, dataset, ", ".join(sorted(runs.provenance.unique())),
+        rows.append([variant, dataset, recipe, ", ".join(sorted(runs.provenance.unique())),
                      ", ".join(sorted(runs.hparams.unique())), ", ".join(sorted(runs.code_version.unique())),
                      f"{done.train_seconds.mean():.1f}" if len(done) else "–",
                      f"{done.peak_memory_mb.max():.0f}" if len(done) else "–"])
-    rows.sort(key=lambda r: (not is_oracle(r[0]), r[0], r[1]))
-    return ["variant", "dataset", "hyperparameters from", "method hyperparameters", "code version",
+    rows.sort(key=lambda r: (not is_oracle(r[0]), r[0], r[1], r[2]))
+    return ["variant", "dataset", "recipe", "hyperparameters from", "method hyperparameters", "code version",
             "mean train s", "peak MiB"], rows
 
 
 def failure_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
-    failed = frame[frame.status != "done"].sort_values(["variant", "dataset", "seed"])
+    failed = frame[frame.status != "done"].sort_values(["variant", "dataset", "recipe", "seed"])
     if failed.empty:
         return None
-    return ["variant", "dataset", "seed", "run key", "error"], [
-        [r.variant, r.dataset, str(r.seed), r.run_key, r.error] for r in failed.itertuples()]
+    return ["variant", "dataset", "recipe", "seed", "run key", "error"], [
+        [r.variant, r.dataset, r.recipe, str(r.seed), r.run_key, r.error] for r in failed.itertuples()]
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -222,39 +254,143 @@ EXPLANATION = [
     "when the 95 % interval of their per-seed paired differences contains 0; going down by mean, the best unplaced "
     "variant and every unplaced variant tied with it form a group, and ties share their mark.",
     "- Avg rank: mean over the datasets of each variant's rank, the members of a tie group sharing the mean of "
-    "their positions (1 = best). The full-label oracle is an upper reference row, never ranked.", ""]
+    "their positions (1 = best). The full-label oracle is an upper reference row, never ranked.",
+    "- Recipes (where a row's settings come from), each with its own tables: `tuned` (every variant searched with "
+    "the same budget, printed with its convergence check), `paper` (each method's own paper on the real datasets, "
+    "read with that paper's epoch-selection rule first) and `defaults` (the dataset's defaults). Published numbers "
+    "appear only in the `paper` tables.", ""]
+
+
+def group_rows(frame: pd.DataFrame, records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:
+    """Per variant and dataset whose records carry annotation-frequency groups (`bench.groups`, OpenImages): the
+    mean over seeds of each group's mAP and of the all-class mAP (clean selection), beside the published ones
+    (bench/papers.toml [groups]) where they exist; None without such records."""
+    by_key = {r["run_key"]: r for r in records}
+    published = papers()["groups"]["values"]
+    rows, width = [], 0
+    for (variant, dataset), runs in frame[frame.status == "done"].groupby(["variant", "dataset"]):
+        grouped = [by_key[k] for k in runs.run_key if by_key[k].get("class_groups")]
+        if not grouped:
+            continue
+        per_seed = [group_maps(r["selections"]["clean"]["per_class_ap"], r["class_groups"]) for r in grouped]
+        width = max(width, len(per_seed[0]))
+        ours = [stats.mean([seed[g] for seed in per_seed]) for g in sorted(per_seed[0])]
+        ours.append(stats.mean([r["selections"]["clean"]["test_map"] for r in grouped]))
+        paper = published.get(variant, {}).get(dataset.split(" (")[0])
+        rows.append([variant, dataset, str(len(grouped)), *(f"{v:.2f}" for v in ours),
+                     " / ".join(f"{v:.2f}" for v in paper) if paper else "–"])
+    if not rows:
+        return None
+    return (["variant", "dataset", "seeds", *(f"group {g}" for g in range(1, width + 1)), "all classes",
+             "paper (groups 1-5 / all)"], rows)
+
+
+def tuning_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
+    """The tuning-convergence check of the tuned rows' studies: best validation mAP after two thirds of the trials
+    and after all of them, flagged when the last third still gained more than `bench.tuning.CONVERGENCE_GAIN`."""
+    from bench.tuning import CONVERGENCE_GAIN
+
+    rows = []
+    for (variant, dataset), runs in frame.groupby(["variant", "dataset"]):
+        check = runs.hparam_source.iloc[0].get("convergence")
+        if not check:
+            continue
+        gain = check.get("gain")
+        rows.append([variant, dataset, str(check["trials"]), number(check.get("best_early")), number(check.get("best")),
+                     f"{gain:+.2f}" if gain is not None else "–", "STILL IMPROVING" if check["improving"] else "no"])
+    if not rows:
+        return None
+    return ["variant", "dataset", "trials", "best val mAP after 2/3 of them", "best val mAP after all", "gain",
+            f"flagged (gain > {CONVERGENCE_GAIN:g})"], sorted(rows, key=lambda r: (r[1], not is_oracle(r[0]), r[0]))
+
+
+def number(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "–"
+
+
+def budget_lines(frame: pd.DataFrame) -> list[str]:
+    """The tuning budget(s) the tuned rows' studies ran under, one line each."""
+    from bench.grid import TuningBudget
+
+    budgets = {repr(source.get("budget")): source.get("budget") for source in frame.hparam_source}
+    return [f"Tuning budget: {TuningBudget(**budget).describe()}." if budget else "Tuning budget: not recorded."
+            for _, budget in sorted(budgets.items())] + [""]
+
+
+def recipe_delta_rows(frame: pd.DataFrame, first: str, second: str) -> tuple[list[str], list[list[str]]] | None:
+    """Per variant and dataset run under both recipes: `first` − `second` test mAP (clean selection), paired per
+    seed, with its 95 % interval; None if no variant has both."""
+    one = cells(frame[frame.recipe == first], "test_map_clean")
+    other = cells(frame[frame.recipe == second], "test_map_clean")
+    rows = []
+    for key in sorted(set(one) & set(other), key=lambda k: (k[1], not is_oracle(k[0]), k[0])):
+        delta = stats.paired_differences(one[key].test_map, other[key].test_map)
+        if not delta:
+            continue
+        spread = stats.half_width(delta)
+        rows.append([key[0], key[1], cell_text(one[key], "md"), cell_text(other[key], "md"),
+                     f"{stats.mean(delta):+.2f}" + (f" ± {spread:.2f}" if finite(spread) else ""),
+                     f"{sum(d > 0 for d in delta)}/{len(delta)}", "yes" if stats.excludes_zero(delta) else "no"])
+    return (["variant", "dataset", first, second, f"mean Δ ({first} − {second}) ± 95 % CI", "seeds with Δ > 0",
+             "CI excludes 0"], rows) if rows else None
+
+
+def recipe_lines(frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[str]:
+    """The tables of each recipe of one setting (tuned, paper, defaults), then tuned − defaults."""
+    lines = []
+    main = papers()["main"]
+    for recipe in recipes_present(frame):
+        runs = frame[frame.recipe == recipe]
+        lines += [f"### Recipe: {recipe} ({DESCRIPTIONS[recipe]})", ""]
+        if recipe == "tuned":
+            lines += budget_lines(runs)
+        for selection, title in selections_of(recipe).items():
+            lines += [f"#### {title}", "", markdown_table(*main_rows(runs, "md", selection)), ""]
+            if selection == "paper":
+                lines += [f"Published numbers: {main['source']} ({main['note']}). Δ = ours − paper only for rows run, "
+                          "without overrides, by the recipe of the paper whose number is quoted.", ""]
+        groups = group_rows(runs, records)
+        if groups:
+            lines += ["#### mAP by annotation frequency (clean selection; group 1 = the classes with the fewest "
+                      f"training annotations; published: {papers()['groups']['source']})", "",
+                      markdown_table(*groups), ""]
+        convergence = tuning_rows(runs) if recipe == "tuned" else None
+        if convergence:
+            flagged = sum(row[-1] != "no" for row in convergence[1])
+            lines += ["#### Tuning convergence (best validation mAP of each study after two thirds of its trials "
+                      "and after all)", "", markdown_table(*convergence), "",
+                      f"{flagged} of {len(convergence[1])} studies flagged as still improving.", ""]
+    deltas = recipe_delta_rows(frame, "tuned", "defaults")
+    if deltas:
+        lines += ["### Tuned − defaults, paired per seed, clean selection", "", markdown_table(*deltas), ""]
+    return lines
 
 
 def leaderboard_markdown(records: list[dict[str, Any]], figures: list[str] | None = None,
                          figures_link: str = "results/figures", results: str = "results") -> str:
     """The whole leaderboard.md text. `figures` are the file names (in the figures folder) to link, with
-    `figures_link` the figures folder relative to the leaderboard; `results` names the records folder."""
+    `figures_link` the figures folder relative to the leaderboard; `results` names the records folder. Per setting:
+    each recipe's tables, then the regime check, BoostLU ablation and paired BoostLU deltas of the first recipe
+    present (tuned before paper before defaults), failures and details."""
     lines = introduction(results)
     sections, stale = split_frame(records)
     if not sections:
         return "\n".join(lines + ["No run records yet: run `make bench`.", ""])
     paper = papers()
     for setting, frame in sections:
-        lines += [f"## {setting_title(setting)}", ""]
-        for selection, title in SELECTIONS.items():
-            lines += [f"### {title}", "", markdown_table(*main_rows(frame, "md", selection)), ""]
-            if selection == "clean":
-                datasets = sorted(frame.dataset.unique())
-                published = sorted({d for values in paper["main"]["values"].values() for d in values})
-                without = [d for d in datasets if d not in published]
-                if without:
-                    lines += [f"No published numbers exist for {', '.join(without)}. Published numbers and Δ = ours "
-                              f"− paper appear for {', '.join(published)} (source: {paper['main']['source']}; "
-                              f"{paper['main']['note']}).", ""]
-        for title, table in (("Regime check (validation mAP, mean over seeds; README, \"The converged regime\")",
-                              regime_rows(frame, records)),
-                             ("BoostLU ablation, clean selection (paper: " + paper["ablation"]["source"] + ")",
-                              ablation_rows(frame)),
-                             ("BoostLU, paired per seed, clean selection", boostlu_pair_rows(frame, "clean")),
-                             ("BoostLU, paired per seed, last epoch", boostlu_pair_rows(frame, "last")),
+        lines += [f"## {setting_title(setting)}", ""] + recipe_lines(frame, records)
+        primary = recipes_present(frame)[0]
+        chosen = frame[frame.recipe == primary]
+        of = f"{primary} recipe"
+        for title, table in ((f"Regime check ({of}; validation mAP, mean over seeds; README, \"The converged "
+                              "regime\")", regime_rows(chosen, records)),
+                             (f"BoostLU ablation ({of}), clean selection (paper: {paper['ablation']['source']})",
+                              ablation_rows(chosen)),
+                             (f"BoostLU, paired per seed ({of}), clean selection", boostlu_pair_rows(chosen, "clean")),
+                             (f"BoostLU, paired per seed ({of}), last epoch", boostlu_pair_rows(chosen, "last")),
                              ("Failed runs (shown instead of numbers)", failure_rows(frame))):
             if table:
-                lines += [f"### {title}", "", markdown_table(*table), ""]
+                lines += [f"### {title}", "", markdown_table(*table), ""] + regime_note(title, table, primary)
         lines += ["### Details", "", markdown_table(*dataset_details(frame)), "",
                   markdown_table(*variant_details(frame)), ""]
     if stale:
@@ -265,31 +401,33 @@ def leaderboard_markdown(records: list[dict[str, Any]], figures: list[str] | Non
 
 
 def table_export(records: list[dict[str, Any]], fmt: str) -> str:
-    """The main tables alone, as CSV (one block per setting and selection) or LaTeX (one tabular each)."""
+    """The main tables alone, as CSV (one block per setting, recipe and selection) or LaTeX (one tabular each)."""
     sections, _ = split_frame(records)
     parts = []
     for setting, frame in sections:
-        for selection in SELECTIONS:
-            headers, rows = main_rows(frame, fmt, selection)
-            title = f"{setting_title(setting)}; {selection} selection"
-            if fmt == "csv":
-                parts.append(pd.DataFrame(rows, columns=headers).assign(setting=title).to_csv(index=False))
-            else:
-                parts.append(f"% {title}\n" + tabulate(rows, headers=headers, tablefmt="latex_raw",
-                                                       disable_numparse=True))
+        for recipe in recipes_present(frame):
+            runs = frame[frame.recipe == recipe]
+            for selection in selections_of(recipe):
+                headers, rows = main_rows(runs, fmt, selection)
+                title = f"{setting_title(setting)}; {recipe} recipe; {selection} selection"
+                if fmt == "csv":
+                    parts.append(pd.DataFrame(rows, columns=headers).assign(setting=title).to_csv(index=False))
+                else:
+                    parts.append(f"% {title}\n" + tabulate(rows, headers=headers, tablefmt="latex_raw",
+                                                           disable_numparse=True))
     return "\n".join(parts)
 
 
 def per_class_ap(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
-    """name -> variants x classes table of per-class test AP (clean selection, mean over seeds), per dataset and
-    setting, current-code finished runs."""
+    """name -> (variant (recipe)) x classes table of per-class test AP (clean selection, mean over seeds), per
+    dataset and setting, current-code finished runs."""
     sections, _ = split_frame(records)
     by_key = {r["run_key"]: r for r in records}
     tables = {}
     for setting, frame in sections:
         for dataset, runs in frame[frame.status == "done"].groupby("dataset"):
-            rows = {variant: pd.DataFrame([by_key[k]["per_class_ap"] for k in group.run_key]).mean()
-                    for variant, group in runs.groupby("variant")}
+            rows = {f"{variant} ({recipe})": pd.DataFrame([by_key[k]["per_class_ap"] for k in group.run_key]).mean()
+                    for (recipe, variant), group in runs.groupby(["recipe", "variant"])}
             tables[file_slug(dataset, *setting)] = pd.DataFrame(rows).T.sort_index()
     return tables
 

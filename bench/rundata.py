@@ -20,6 +20,7 @@ import torch
 from bench import observation, registry
 from bench.dataset import Splits
 from bench.errors import UserError
+from bench.groups import frequency_groups
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -82,6 +83,7 @@ class RunData:
     false_negatives: N_train x C bool mask of the entries that are truly positive but not observed positive under
         the draw: what a model trained with assumed negatives can memorise. The same mask whatever the method
         trains on, so the full-label oracle shows how a model that is told the truth scores them.
+    class_groups: each class's annotation-frequency group (`bench.groups`), for datasets that report them.
     val_clean / val_observed: validation with full labels, and with the observed labels only.
     """
 
@@ -97,6 +99,7 @@ class RunData:
     label_checksum: str
     expected_positives: float
     class_names: list[str]
+    class_groups: list[int] | None = None
 
 
 def prepare_data(dataset: str, data_dir: str | None, image_size: int, protocol: str, label_seed: int,
@@ -108,6 +111,9 @@ def prepare_data(dataset: str, data_dir: str | None, image_size: int, protocol: 
     train_observed, val_observed = observed[:num_train], observed[num_train:]
     train_targets = splits.train.labels if trains_on_full_labels else train_observed
     false_negatives = (splits.train.labels == 1) & (train_observed != 1)
+    group_count = registry.dataset_class(dataset).frequency_groups
+    class_groups = (frequency_groups(splits.annotated[:num_train], group_count)
+                    if group_count and splits.annotated is not None else None)
     shape = (1, -1, 1, 1)
     return RunData(
         train_images=splits.train.images.to(device),
@@ -120,7 +126,8 @@ def prepare_data(dataset: str, data_dir: str | None, image_size: int, protocol: 
         std=torch.tensor(splits.std, device=device).view(shape) * 255,
         train_flip=registry.dataset_class(dataset).train_flip,
         label_checksum=observation.checksum(observed),
-        expected_positives=float(splits.train.labels.sum(1).mean()), class_names=splits.class_names)
+        expected_positives=float(splits.train.labels.sum(1).mean()), class_names=splits.class_names,
+        class_groups=class_groups)
 
 
 def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

@@ -7,7 +7,7 @@ are replayed here on the stored validation curve (clean labels, as the reference
 - `zhou`: Zhou et al. (ECCV 2022, `train.py`) keep the model whenever the validation mAP improves (strictly) and
   stop at the first epoch whose validation mAP does not improve; the reported epoch is the best one before it.
 - `ll`: Kim et al. (Large Loss Matters, CVPR 2022) keep the best (strictly greater) and stop once the validation
-  mAP falls 3 points or more below it; the reported epoch is the best one until then.
+  mAP falls more than 3 points below it (`bestmap_val - map_val > 3`); the reported epoch is the best one until then.
 
 Either rule reports the last epoch's best if it never stops. Ties keep the earliest epoch, as the strict
 comparisons do.
@@ -40,7 +40,7 @@ def ll_epoch(val_maps: list[float], drop: float = LL_DROP) -> int:
         value = val_maps[epoch - 1]
         if value > val_maps[best_epoch - 1]:
             best_epoch = epoch
-        elif value <= val_maps[best_epoch - 1] - drop:
+        elif val_maps[best_epoch - 1] - value > drop:
             break
     return best_epoch
 

@@ -74,6 +74,7 @@ class RunSpec:
     protocol: str = "single-positive"
     label_seed: int = COLE_SEED
     device: str = "cpu"
+    recipe: str = "defaults"
     data_dir: str | None = None
 
     @property
@@ -143,13 +144,15 @@ def trainer_defaults(dataset: str) -> dict[str, Any]:
 
 def make_spec(dataset: str, variant: str, seed: int, *, overrides: dict[str, Any] | None = None,
               protocol: str = "single-positive", label_seed: int = COLE_SEED, device: str = "cpu",
-              data_dir: str | None = None, weights: str | None = None, strict: bool = True) -> RunSpec:
+              data_dir: str | None = None, weights: str | None = None, strict: bool = True,
+              recipe: str = "defaults") -> RunSpec:
     """A validated RunSpec for `variant` on `dataset`.
 
     `overrides` may hold trainer hyperparameters (TRAINING_HPARAMS) and the method's own. With `strict` (one run),
     a name the variant does not use is a UserError; without it (a grid's overrides, shared by every variant), such
     names are skipped for that variant, e.g. `boost_alpha` for variants without BoostLU or `delta_rel` for methods
-    other than LL.
+    other than LL. `recipe` names where the values came from (`bench.recipes`); it is part of the spec, so that a
+    row of one recipe never reuses a record of another.
     """
     method_name, boost_train, boost_infer = parse_variant(variant)
     method_cls = registry.method_class(method_name)
@@ -183,4 +186,4 @@ def make_spec(dataset: str, variant: str, seed: int, *, overrides: dict[str, Any
         weights = dataset_cls.default_weights
     return RunSpec(dataset=dataset, method=method_name, seed=seed, hparams=tuple(sorted(method_hparams.items())),
                    boostlu_train=boost_train, boostlu_infer=boost_infer, weights=weights, protocol=protocol,
-                   label_seed=label_seed, device=device, data_dir=data_dir, **trainer)
+                   label_seed=label_seed, device=device, recipe=recipe, data_dir=data_dir, **trainer)

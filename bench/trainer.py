@@ -245,6 +245,8 @@ class Trainer:
             "train_seconds": seconds, "peak_memory_mb": peak_memory_mb(self.device),
             "label_checksum": self.data.label_checksum, "image_shape": list(self.data.train_images.shape[1:]),
             "determinism": determinism_note(self.device.type),
+            **({"class_groups": dict(zip(self.data.class_names, self.data.class_groups, strict=True))}
+               if self.data.class_groups else {}),
         }
 
     # --- epoch checkpoints ------------------------------------------------------------------------------------------

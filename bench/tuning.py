@@ -47,7 +47,9 @@ def study_name(dataset: str, protocol: str, label_seed: int, variant: str, backb
 
 
 def spec_study(spec: RunSpec) -> str:
-    return study_name(spec.dataset, spec.protocol, spec.label_seed, spec.variant, spec.backbone, spec.epochs)
+    """The study of `spec`'s cell: the equal-budget study, or under the `paper` recipe its paper's grid study."""
+    name = study_name(spec.dataset, spec.protocol, spec.label_seed, spec.variant, spec.backbone, spec.epochs)
+    return f"{name}/paper" if spec.recipe == "paper" else name
 
 
 def tuned_path(tuned: Path, name: str) -> Path:
@@ -73,14 +75,47 @@ def search_ranges(dataset: str, variant: str) -> dict[str, tuple[float, float]]:
     return ranges
 
 
+def study_space(grid, base: RunSpec) -> dict[str, tuple[float, float] | list[Any]]:
+    """What the study of `base` searches, minus what `grid` (a `bench.grid.Grid`) fixes: under the `paper` recipe the
+    values its paper's grid study tries (name -> list), otherwise `search_ranges` (name -> (low, high))."""
+    if base.recipe == "paper":
+        from bench.recipes import paper_recipe
+
+        space = paper_recipe(base.dataset, base.variant).search
+    else:
+        space = search_ranges(base.dataset, base.variant)
+    return {name: values for name, values in space.items() if name not in grid.overrides}
+
+
+def paper_settings(base: RunSpec) -> dict[str, Any]:
+    """The settings `base`'s recipe fixes for every trial: its paper's under the `paper` recipe, none otherwise."""
+    if base.recipe != "paper":
+        return {}
+    from bench.recipes import paper_recipe
+
+    return paper_recipe(base.dataset, base.variant).settings
+
+
+def grid_budget(budget, space: dict[str, list[Any]]):
+    """The budget of a paper's grid study: every setting of `space` once (Optuna's GridSampler seeded like the
+    equal-budget studies), unpruned, trained with `budget`'s seed and scored by its objective."""
+    return budget.model_copy(update={"sampler": "grid", "startup_trials": 0, "pruner": "none",
+                                     "n_trials": math.prod(len(values) for values in space.values())})
+
+
 def declaration(name: str, method: str):
     """The Hyperparam declaring `name` (the trainer's or the method's)."""
     return TRAINING_HPARAMS.get(name) or registry.method_class(method).hparams[name]
 
 
-def suggest(trial, method: str, ranges: dict[str, tuple[float, float]]) -> dict[str, Any]:
+def suggest(trial, method: str, space: dict[str, tuple[float, float] | list[Any]]) -> dict[str, Any]:
+    """The trial's values: a range is sampled on the hyperparameter's scale, a list (a grid study) is a choice."""
     values = {}
-    for name, (low, high) in ranges.items():
+    for name, bounds in space.items():
+        if isinstance(bounds, list):
+            values[name] = trial.suggest_categorical(name, bounds)
+            continue
+        low, high = bounds
         hp = declaration(name, method)
         if isinstance(hp.default, int) and not isinstance(hp.default, bool):
             values[name] = trial.suggest_int(name, int(low), int(high), log=hp.log)
@@ -101,18 +136,31 @@ def make_pruner(name: str, epochs: int):
     raise UserError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
 
 
-def open_study(name: str, storage_url: str, budget, epochs: int, heartbeat: float = HEARTBEAT_SECONDS,
+def make_sampler(budget, space: dict[str, tuple[float, float] | list[Any]], seed: int):
+    """The sampler of `budget`: TPE, or a grid sampler over `space` (lists of values only)."""
+    import optuna
+
+    if budget.sampler == "grid":
+        if not all(isinstance(values, list) for values in space.values()):
+            raise UserError("the grid sampler needs a list of values for every searched name; use sampler = 'tpe'")
+        return optuna.samplers.GridSampler(space, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=budget.startup_trials)
+
+
+def open_study(grid, base: RunSpec, storage_url: str, budget, heartbeat: float = HEARTBEAT_SECONDS,
                sampler_offset: int = 0):
-    """Create or load the study at `storage_url` (heartbeats on, failed trials retried), with the sampler and
-    pruner of `budget` (a `bench.grid.TuningBudget`). Several workers on one study give their samplers
-    different seeds (`sampler_offset`), so that workers started together do not suggest the same values."""
+    """Create or load the study of `base`'s cell at `storage_url` (heartbeats on, failed trials retried), with the
+    sampler and pruner of `budget` (a `bench.grid.TuningBudget`) over `study_space(grid, base)`. Several workers
+    on one study give their samplers different seeds (`sampler_offset`), so that workers started together do not
+    suggest the same values."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-    pruner_object = make_pruner(budget.pruner, epochs)
-    sampler = optuna.samplers.TPESampler(seed=budget.seed + sampler_offset, n_startup_trials=budget.startup_trials)
+    name = spec_study(base)
+    pruner_object = make_pruner(budget.pruner, base.epochs)
+    sampler = make_sampler(budget, study_space(grid, base), budget.seed + sampler_offset)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     sqlite_folder(storage_url)
@@ -160,7 +208,7 @@ def tune(grid, base: RunSpec, workspace, budget, *, tracker=None, progress: bool
     return its summary {study, n_trials, best_value, best_params, ...}. Every trial's spec comes from `grid` (a
     `bench.grid.Grid`): the cell with the suggested values, under the grid's overrides and label seed."""
     name = spec_study(base)
-    study = open_study(name, workspace.optuna_url(), budget, base.epochs, heartbeat)
+    study = open_study(grid, base, workspace.optuna_url(), budget, heartbeat)
     parent = start_parent(tracker, base, name)
     run_trials(study, grid, base, workspace.data_cache, budget, tracker=tracker, parent=parent, progress=progress)
     return summarize(study, base, workspace, budget, tracker=tracker, parent=parent)
@@ -180,7 +228,7 @@ def trial_worker(grid, base: RunSpec, storage_url: str, budget, sampler_offset: 
     counted over every worker (a local worker process or a cluster task)."""
     from bench.tracking import Tracker
 
-    study = open_study(spec_study(base), storage_url, budget, base.epochs, heartbeat, sampler_offset)
+    study = open_study(grid, base, storage_url, budget, heartbeat, sampler_offset)
     tracker = Tracker(Path(tracking[0]), tracking[1]) if tracking else None
     run_trials(study, grid, base, Path(data_cache), budget, tracker=tracker, parent=parent, progress=False,
                worker=worker)
@@ -208,7 +256,7 @@ def tune_locally(grid, bases: list[RunSpec], workspace, budget, plan, *,
     studies = {}
     for base in bases:
         name = spec_study(base)
-        study = open_study(name, workspace.optuna_url(), budget, base.epochs, heartbeat)
+        study = open_study(grid, base, workspace.optuna_url(), budget, heartbeat)
         if finished_trials(study) >= budget.n_trials:
             on_summary(summarize(study, base, workspace, budget, tracker=tracker))
         else:
@@ -251,15 +299,15 @@ def run_trials(study, grid, base: RunSpec, data_cache: Path, budget, *, tracker=
 
     from bench.trainer import NumericalFault, Trainer
 
-    ranges = {k: v for k, v in search_ranges(base.dataset, base.variant).items() if k not in grid.overrides}
+    space = study_space(grid, base)
     val_variant, seed, n_trials = budget.objective, budget.seed, budget.n_trials
     selected = "val_map" if val_variant == "clean" else "val_map_observed"
 
     def objective(trial: optuna.Trial) -> float:
-        values = suggest(trial, base.method, ranges)
+        values = suggest(trial, base.method, space)
         if worker is not None:
             trial.set_user_attr("worker", worker)
-        spec = grid.base_spec(base.dataset, base.variant, seed, values)
+        spec = grid.base_spec(base.dataset, base.variant, seed, {**paper_settings(base), **values}, base.recipe)
         run_id = tracker.start(spec, f"trial {trial.number}", parent=parent,
                                name=f"trial {trial.number}") if tracker else None
 
@@ -381,4 +429,5 @@ def tuned_overrides(tuned: Path, name: str) -> tuple[dict[str, Any], dict[str, A
         params = dict(summary["best_params"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise UserError(f"corrupt tuning result {path}: {error}; delete it or run `pamlbench tune` again") from None
-    return params, {"kind": "tuned", "study": summary["study"], "n_trials": summary["n_trials"]}
+    return params, {"kind": "tuned", "study": summary["study"], "n_trials": summary["n_trials"], "values": params,
+                    "budget": summary.get("budget"), "convergence": summary.get("convergence")}

@@ -46,6 +46,7 @@ class Coco(PreparedDataset):
     name = "coco"
     summary = "MS-COCO 2014 (80 classes), Cole et al.'s formatting; needs `pamlbench data prepare coco`"
     defaults = {"lr": 1e-5, "batch_size": 16, "epochs": 10, "backbone": "resnet50", "head_lr_mult": 1.0}
+    recipes = ("paper",)
     expected_sizes = (65665, 16416, 40137)
 
     def read_official(self, raw: Path) -> OfficialData:

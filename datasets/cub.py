@@ -42,6 +42,7 @@ class Cub(PreparedDataset):
     name = "cub"
     summary = "CUB-200-2011 attributes (312 classes), Cole et al.'s formatting; needs `pamlbench data prepare cub`"
     defaults = {"lr": 1e-4, "batch_size": 8, "epochs": 10, "backbone": "resnet50", "head_lr_mult": 1.0}
+    recipes = ("paper",)
     expected_sizes = (4795, 1199, 5794)
 
     def read_official(self, raw: Path) -> OfficialData:

@@ -55,6 +55,7 @@ class DigitsMosaic(Dataset):
     train_flip = False
     defaults = {"lr": 3e-3, "lr_schedule": "constant", "batch_size": 32, "epochs": 12, "backbone": "small-cnn",
                 "head_lr_mult": 1.0}
+    recipes = ("tuned", "defaults")
 
     def load(self, data_dir: Path | None, cache_dir: Path, image_size: int | None = None) -> Splits:
         native_size(self.name, image_size)

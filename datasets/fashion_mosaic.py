@@ -82,6 +82,7 @@ class FashionMosaic(Dataset):
     takes_data_dir = True
     defaults = {"lr": 3e-3, "lr_schedule": "constant", "batch_size": 32, "epochs": 18, "backbone": "small-cnn",
                 "head_lr_mult": 1.0}
+    recipes = ("tuned", "defaults")
 
     @classmethod
     def available(cls, data_dir: Path | None = None) -> bool:

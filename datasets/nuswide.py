@@ -32,6 +32,7 @@ class NusWide(PreparedDataset):
     name = "nuswide"
     summary = "NUS-WIDE (81 classes) from Cole et al.'s formatted files; needs `pamlbench data prepare nuswide`"
     defaults = {"lr": 1e-5, "batch_size": 16, "epochs": 10, "backbone": "resnet50", "head_lr_mult": 1.0}
+    recipes = ("paper",)
     expected_sizes = (120000, 30000, 60260)
 
     def read_official(self, raw: Path) -> OfficialData:

@@ -48,6 +48,7 @@ class OpenImages(PreparedDataset):
     name = "openimages"
     summary = "OpenImages V3 with its real partial annotations; needs `pamlbench data prepare openimages`"
     defaults = {"lr": 1e-5, "batch_size": 16, "epochs": 10, "backbone": "resnet101", "head_lr_mult": 1.0}
+    frequency_groups = 5
 
     def read_official(self, raw: Path) -> OfficialData:
         classes_file = raw / "classes-trainable.txt"

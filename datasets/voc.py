@@ -51,6 +51,7 @@ class Voc(PreparedDataset):
     name = "voc"
     summary = "PASCAL VOC 2012 (20 classes), Cole et al.'s formatting; needs `pamlbench data prepare voc`"
     defaults = {"lr": 1e-5, "batch_size": 8, "epochs": 10, "backbone": "resnet50", "head_lr_mult": 1.0}
+    recipes = ("paper",)
     expected_sizes = (4574, 1143, 5823)
 
     def read_official(self, raw: Path) -> OfficialData:

@@ -36,7 +36,8 @@ def test_one_run_writes_a_complete_record(workspace):
 
 
 def test_resume_trains_nothing_already_recorded(workspace):
-    specs = Grid(["digits-mosaic"], ["an"], [0, 1], overrides=ONE_EPOCH, device="cpu").cells()
+    specs = Grid(["digits-mosaic"], ["an"], [0, 1], overrides=ONE_EPOCH, device="cpu",
+                 recipes=["defaults"]).cells(Path("unused"))[0]
     assert run_grid(specs[:1], workspace, progress=False)["trained"] == 1
     first = sorted(p.stat().st_mtime_ns for p in workspace.results.glob("*.json"))
     assert run_grid(specs, workspace, progress=False) == {"trained": 1, "failed": 0, "recorded": 1, "elsewhere": 0,

@@ -16,9 +16,9 @@ def test_bench_plan_names_each_value_and_its_origin(project, cache_root, capsys)
     assert main(["bench", "--config", "grid.toml", "--plan", "--set", "ls_coef=0.2", "--cache", str(cache_root)]) == 0
     out = capsys.readouterr().out.splitlines()
     an, boosted, summary = out
-    assert an.startswith("digits-mosaic an seed=0 [recorded]: ") and "lr=0.003 (default)" in an
+    assert an.startswith("digits-mosaic an seed=0 recipe=defaults [recorded]: ") and "lr=0.003 (default)" in an
     assert "epochs=1 (grid file)" in an and "batch_size=32 (default)" in an and "boost_alpha" not in an
-    assert boosted.startswith("digits-mosaic ls+boostlu seed=0 [to train]: ")
+    assert boosted.startswith("digits-mosaic ls+boostlu seed=0 recipe=defaults [to train]: ")
     assert "boost_alpha=5.0 (default)" in boosted and "ls_coef=0.2 (--set)" in boosted
     assert summary == "plan: 2 cell(s): 1 recorded, 1 to train; nothing was trained"
     assert snapshot(project) == before
@@ -29,5 +29,5 @@ def test_tune_plan_shows_the_budget_and_the_search_space(project, cache_root, ca
     assert main(["tune", "--config", "grid.toml", "--plan", "--n-trials", "7", "--cache", str(cache_root)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("tune: each study 7 finished trials per study; TPE sampler (seed 100")
-    assert out[1].startswith("digits-mosaic an seed=100 [to tune: searches lr in [0.0003, 0.03]]")
+    assert out[1].startswith("digits-mosaic an seed=100 recipe=defaults [to tune: searches lr in [0.0003, 0.03]]")
     assert snapshot(project) == before

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,7 +36,8 @@ def results_part(board: str) -> str:
 # --- numerical faults ----------------------------------------------------------------------------------------------
 
 def test_non_finite_loss_is_recorded_as_failed_and_the_grid_goes_on(faulty_plugins, workspace):
-    specs = Grid(["digits-mosaic"], ["nan-after-epoch-1", "an"], [0], overrides={"epochs": 2}, device="cpu").cells()
+    specs = Grid(["digits-mosaic"], ["nan-after-epoch-1", "an"], [0], overrides={"epochs": 2}, device="cpu",
+                 recipes=["defaults"]).cells(Path("unused"))[0]
     counts = run_grid(specs, workspace, progress=False)
     assert counts == {"trained": 1, "failed": 1, "recorded": 0, "elsewhere": 0, "lost": 0}
     records = {r["variant"]: r for r in read_records(workspace.results)}

@@ -18,10 +18,12 @@ from bench.workspace import Workspace
 
 def record(variant, seed, test_map, *, status="done", protocol="single-positive", dataset="digits-mosaic",
            stale=False, source=None, observed=None, last=None, threads=2):
-    """A finished (or failed) record; `observed` / `last` are the test mAP of those selections (default test_map)."""
-    spec = make_spec(dataset, variant, seed, protocol=protocol)
+    """A finished (or failed) record; `observed` / `last` are the test mAP of those selections (default test_map);
+    its recipe is its source's kind (defaults without a source)."""
+    recipe = (source or {}).get("kind", "defaults")
+    spec = make_spec(dataset, variant, seed, protocol=protocol, recipe="defaults" if recipe == "manual" else recipe)
     current = code_version(registry.method_class(spec.method), registry.dataset_class(dataset))
-    result = {"format": 2, "run_key": f"{variant}-{seed}-{protocol}-{status}-{stale}-{threads}",
+    result = {"format": 2, "run_key": f"{variant}-{seed}-{protocol}-{status}-{stale}-{threads}-{recipe}",
               "spec": spec.to_dict(), "status": status, "variant": spec.variant,
               "code_version": "0ld" if stale else current, "numerics": {"device": "cpu", "isa": "AVX2",
                                                                        "threads": threads},
@@ -145,6 +147,11 @@ def test_regime_check_of_the_oracle_and_assume_negative():
     row = next(line for line in board.split("### Regime check")[1].splitlines() if line.startswith("| digits"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells == ["digits-mosaic", "8", "+0.20", "yes", "6.00 (peak at epoch 3)", "yes"]
+    assert "do not meet the converged regime's criteria" not in board
+    steady = [70, 80, 84, 84, 84, 84, 84, 83]  # drop 1: does not memorise
+    board = leaderboard_markdown([curved("full", s, oracle) for s in range(2)] + [curved("an", s, steady)
+                                                                                   for s in range(2)])
+    assert "The defaults records do not meet the converged regime's criteria on digits-mosaic" in board
 
 
 def test_failed_runs_are_listed(records):
@@ -154,7 +161,7 @@ def test_failed_runs_are_listed(records):
 
 def test_paired_boostlu_difference_with_interval(records):
     board = leaderboard_markdown(records)
-    pairs = board.split("### BoostLU, paired per seed, clean selection")[1].split("\n\n")[1]
+    pairs = board.split("### BoostLU, paired per seed (defaults recipe), clean selection")[1].split("\n\n")[1]
     row = next(line for line in pairs.splitlines() if line.startswith("| an "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # differences +1.0, -0.5, +2.0: mean +0.83, sd 1.26, half width 4.302653 * 1.258 / sqrt(3) = 3.13
@@ -164,7 +171,8 @@ def test_paired_boostlu_difference_with_interval(records):
 def test_paired_boostlu_interval_that_excludes_zero():
     records = ([record("an", s, 80.0 + s) for s in range(5)]
                + [record("an+boostlu", s, 82.0 + s + (0.1 if s % 2 else -0.1)) for s in range(5)])
-    pairs = leaderboard_markdown(records).split("### BoostLU, paired per seed, clean selection")[1].split("\n\n")[1]
+    board = leaderboard_markdown(records)
+    pairs = board.split("### BoostLU, paired per seed (defaults recipe), clean selection")[1].split("\n\n")[1]
     row = next(line for line in pairs.splitlines() if line.startswith("| an "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # differences 1.9, 2.1, 1.9, 2.1, 1.9: mean +1.98, sd 0.11, half width 2.776445 * 0.1095 / sqrt(5) = 0.14
@@ -178,19 +186,39 @@ def test_ablation_table_when_its_cells_exist(records):
     assert any("ll-r+boostlu " in line and "–" in line and "89.27" in line for line in ablation)
 
 
-def test_published_numbers_and_delta(records, monkeypatch):
+def paper_source(paper, rule="clean", **extra):
+    return {"kind": "paper", "paper": paper, "source": f"{paper} et al.", "rule": rule, "values": {}, **extra}
+
+
+def test_published_numbers_and_delta_only_for_the_quoted_papers_recipe(records, monkeypatch):
     import bench.report as report
 
     table = report.papers()
-    patched = {**table, "main": {**table["main"], "values": {"an": {"digits-mosaic": 81.0}}}}
+    patched = {**table, "main": {**table["main"], "values": {"an": {"digits-mosaic": 81.0},
+                                                             "ls": {"digits-mosaic": 80.0},
+                                                             "em": {"digits-mosaic": 85.0}},
+                                 "recipes": {"an": "cole", "ls": "cole", "em": "zhou"}}}
     monkeypatch.setattr(report, "papers", lambda: patched)
-    rows = rows_of(leaderboard_markdown(records))
-    assert rows["an"][1:3] == ["81.00", "+1.00"]
-    assert rows["ls"][1:3] == ["–", "–"]
+    paper_runs = ([record("an", s, 82.0, source=paper_source("cole")) for s in range(2)]
+                  + [record("ls", 0, 83.0, source=paper_source("cole", overrides={"epochs": 2}))]
+                  + [record("em", 0, 87.0, source=paper_source("boostlu"))])
+    board = leaderboard_markdown(records + paper_runs)
+    rows = rows_of(board.split(report.PAPER_SELECTION)[1])
+    assert [rows["an"][0].strip("*<u>/"), *rows["an"][1:3]] == ["82.00 ± 0.00", "81.00", "+1.00"]  # quoted recipe
+    assert rows["ls"][1:3] == ["80.00", "–"]                            # run with an override: no Δ
+    assert rows["em"][1:3] == ["85.00", "–"]                            # another paper's recipe: no Δ
+    defaults_tables = board.split("### Recipe: defaults")[1].split("\n### ")[0]
+    assert "| paper" not in defaults_tables                             # published numbers only beside paper rows
 
 
-def test_no_published_numbers_is_said(records):
-    assert "No published numbers exist for digits-mosaic" in leaderboard_markdown(records)
+def test_a_paper_row_is_read_with_its_papers_rule(records):
+    curve = [(50, 48), (60, 59), (58, 61), (70, 66)]
+    zhou = record("em", 0, 66.0, source=paper_source("zhou", rule="zhou"))
+    zhou["curve"] = [{"epoch": e, "val_map": v, "test_map": t} for e, (v, t) in enumerate(curve, 1)]
+    board = leaderboard_markdown(records + [zhou])
+    rows = rows_of(board.split("#### Each paper's own epoch selection")[1])
+    assert rows["em"][0] == "**59.00**"     # Zhou et al. stop after epoch 3 and report epoch 2
+    assert rows_of(board.split("### Recipe: paper")[1].split("#### Selected by clean")[1])["em"][0] == "**66.00**"
 
 
 def test_same_records_same_bytes_whatever_their_order(records):
@@ -199,11 +227,28 @@ def test_same_records_same_bytes_whatever_their_order(records):
     assert leaderboard_markdown(shuffled) == leaderboard_markdown(records)
 
 
-def test_tuned_rows_are_separate(records):
-    tuned = [record("an", 0, 90.0, source={"kind": "tuned", "study": "s", "n_trials": 20})]
-    rows = rows_of(leaderboard_markdown(records + tuned))
-    assert rows["an (tuned)"][:2] == ["**90.00**", "1"] and rows["an"][1] == "3"
-    assert "tuned: 20 trials, study s" in leaderboard_markdown(records + tuned)
+def tuned_source(gain=0.1):
+    return {"kind": "tuned", "study": "s", "n_trials": 12, "budget": {"n_trials": 12, "startup_trials": 4},
+            "convergence": {"trials": 12, "early_trials": 8, "best_early": 90.0, "best": 90.0 + gain, "gain": gain,
+                            "improving": gain > 0.5}}
+
+
+def test_tuned_rows_come_first_with_their_budget_convergence_and_delta_to_defaults(records):
+    tuned = ([record("an", s, 90.0 + s, source=tuned_source()) for s in range(2)]
+             + [record("ls", 0, 80.0, source=tuned_source(gain=2.0))])
+    board = leaderboard_markdown(records + tuned)
+    assert board.index("### Recipe: tuned") < board.index("### Recipe: defaults")
+    tuned_part, defaults_part = board.split("### Recipe: tuned")[1].split("### Recipe: defaults")
+    assert rows_of(tuned_part)["an"][:2] == ["**90.50 ± 6.35**", "2"] and rows_of(defaults_part)["an"][1] == "3"
+    assert "Tuning budget: 12 finished trials per study; TPE sampler (seed 100, 4 random start-up trials)" in board
+    convergence = rows_of(tuned_part.split("#### Tuning convergence")[1])
+    assert convergence["an"][-2:] == ["+0.10", "no"] and convergence["ls"][-2:] == ["+2.00", "STILL IMPROVING"]
+    assert "1 of 2 studies flagged as still improving." in board
+    deltas = rows_of(board.split("### Tuned − defaults")[1])
+    assert deltas["an"][3:6] == ["+9.50 ± 6.35", "2/2", "yes"]         # 90-80, 91-82: paired on seeds 0 and 1
+    assert deltas["ls"][3:6] == ["-5.00", "0/1", "no"]
+    assert "tuned: 12 trials, study s" in board
+    assert "### BoostLU, paired per seed (tuned recipe)" not in board  # the tuned rows have no BoostLU pair
 
 
 def test_csv_and_latex_exports(records):
@@ -223,7 +268,7 @@ def test_write_report_writes_per_class_csv_and_figures(records, tmp_path):
     per_class = next(p for p in written if p.name.startswith("per_class_ap_digits-mosaic"))
     table = list(csv.reader(per_class.open()))
     assert table[0] == [""] + [str(d) for d in range(10)]
-    assert ["an"] + ["82.00"] * 10 in table
+    assert ["an (defaults)"] + ["82.00"] * 10 in table
     board = (tmp_path / "leaderboard.md").read_text()
     assert "(results/figures/val_curves_digits-mosaic" in board and "(results/figures/memorisation_" in board
     assert f"from the run records in `{workspace.results.as_posix()}/`" in board

@@ -18,7 +18,8 @@ def test_zhou_reports_the_best_epoch_before_the_first_one_that_does_not_improve(
 
 @pytest.mark.parametrize("curve, expected", [
     ([50, 60, 58, 59, 70], 5),    # dips of less than 3 points do not stop it
-    ([50, 60, 57, 90], 2),        # exactly 3 below the best stops it at epoch 3
+    ([50, 60, 57, 90], 4),        # exactly 3 below the best does not stop it (the reference's test is > 3)
+    ([50, 60, 56.9, 90], 2),      # 3.1 below stops it at epoch 3
     ([50, 60, 57.5, 56, 90], 2),  # 2.5 below goes on, 4 below stops: the best so far is epoch 2
     ([50, 60, 60, 55], 2),        # ties keep the earliest best
     ([80, 79, 78, 78.5], 1),      # never 3 below: the best over all epochs

@@ -1,0 +1,109 @@
+"""Recipes: the `paper` recipe resolved on real-dataset fixtures (each paper's settings, the BoostLU paper's for
+BoostLU variants, Cole et al.'s grid study), the dataset's default recipes, and the refusals."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures import voc_tree
+
+from bench.cli import main
+from bench.errors import UserError
+from bench.recipes import paper_recipe
+from bench.records import read_records
+
+SMALL = ["--set", "backbone=small-cnn", "--set", "image_size=32", "--set", "epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("voc")
+    voc_tree(folder / "raw", train=40, val=12)
+    assert main(["data", "prepare", "voc", "--raw", str(folder / "raw"), "--out", str(folder / "voc")]) == 0
+    return folder / "voc"
+
+
+def plan_lines(capsys, *arguments: str) -> tuple[dict[str, str], str]:
+    """variant -> its plan line, and the whole output, of `bench --plan` with `arguments`."""
+    assert main(["bench", "--plan", "--seeds", "0", *arguments]) == 0
+    captured = capsys.readouterr()
+    return {line.split()[1]: line for line in captured.out.splitlines() if " seed=" in line}, captured.out
+
+
+def test_voc_runs_each_papers_recipe_by_default(voc, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    lines, err = plan_lines(capsys, "--dataset", "voc", "--data", str(voc), "--variants", "ll-r", "em",
+                            "ll-cp+boostlu", "an", "--cache", str(tmp_path / "cache"))
+    ll = lines["ll-r"]
+    assert "recipe=paper" in ll
+    for value in ("batch_size=16 (paper ll)", "lr=1e-05 (paper ll)", "head_lr_mult=10.0 (paper ll)",
+                  "epochs=10 (paper ll)", "delta_rel=0.005 (paper ll)", "backbone=resnet50 (default)"):
+        assert value in ll
+    assert "batch_size=8 (paper zhou)" in lines["em"] and "head_lr_mult=1.0 (paper zhou)" in lines["em"]
+    boosted = lines["ll-cp+boostlu"]
+    assert "boost_alpha=5.0 (paper boostlu)" in boosted and "head_lr_mult=10.0 (paper boostlu)" in boosted
+    assert "delta_rel=0.001 (paper boostlu)" in boosted          # LL-Cp's own delta, under BoostLU's settings
+    assert "an" not in lines                                      # Cole et al.'s search has not run yet
+    assert "the cole grid study of an on voc has not run (run `pamlbench tune --recipe paper`)" in err
+
+
+def test_another_recipe_on_voc_and_the_recipes_of_a_grid_file(voc, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    common = ["--dataset", "voc", "--data", str(voc), "--variants", "ll-r", "--cache", str(tmp_path / "cache")]
+    lines, _ = plan_lines(capsys, *common, "--recipe", "defaults")
+    assert "recipe=defaults" in lines["ll-r"] and "batch_size=8 (default)" in lines["ll-r"]
+    Path("grid.toml").write_text('datasets = ["voc"]\nvariants = ["ll-r"]\nseeds = [0]\nrecipes = ["defaults"]\n')
+    lines, _ = plan_lines(capsys, *common, "--config", "grid.toml")
+    assert "recipe=defaults" in lines["ll-r"]
+    Path("grid.toml").write_text('datasets = ["voc"]\nvariants = ["ll-r"]\nseeds = [0]\nrecipes = ["papers"]\n')
+    assert main(["bench", "--plan", *common, "--config", "grid.toml"]) == 2
+    assert "field 'recipes.0'" in capsys.readouterr().err
+
+
+def test_paper_recipes_of_other_datasets():
+    cub = paper_recipe("cub", "em-apl")
+    assert (cub.paper, cub.rule, cub.settings["lr"], cub.settings["batch_size"]) == ("zhou", "zhou", 1e-4, 8)
+    coco = paper_recipe("coco", "role+boostlu")
+    assert coco.paper == "boostlu" and coco.settings["batch_size"] == 16 and coco.rule == "clean"
+    cole = paper_recipe("nuswide", "wan")
+    assert cole.search == {"batch_size": [8, 16], "lr": [1e-2, 1e-3, 1e-4, 1e-5]} and cole.rule == "clean"
+    with pytest.raises(UserError, match="no paper recipe for ll-r on openimages"):
+        paper_recipe("openimages", "ll-r")
+
+
+def test_the_paper_recipe_on_a_mosaic_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--recipe", "paper", "--variants", "an", "--seeds", "0", "--cache",
+                 str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to train: paper recipe: no paper recipe for an on digits-mosaic" in err
+    assert not (tmp_path / "results").exists()
+    assert main(["tune", "--recipe", "defaults", "--variants", "an", "--cache", str(tmp_path / "cache")]) == 2
+    assert "the defaults recipe has nothing to search" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cole_grid_study_tries_every_setting_once_and_its_best_is_the_recipe(voc, tmp_path):
+    def cli(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bench.cli", *arguments, "--dataset", "voc", "--data", str(voc),
+                               "--no-tracking", "--jobs", "1", "--threads", "1", "--cache", str(tmp_path / "cache"),
+                               *SMALL], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    tuned = cli("tune", "--recipe", "paper", "--variants", "an", "ll-r")
+    assert tuned.returncode == 0, tuned.stderr
+    assert "ll-r on voc: ll published its values; nothing to search" in tuned.stdout
+    summary = json.loads(next((tmp_path / "results" / "tuned").glob("*an_small-cnn_1ep_paper.json")).read_text())
+    assert summary["n_trials"] == 8 and summary["pruned"] == 0 and summary["budget"]["sampler"] == "grid"
+    tried = {(line.split("batch_size=")[1].split(",")[0], line.split("lr=")[1]) for line in tuned.stdout.splitlines()
+             if ": trial " in line and " val mAP " in line}
+    assert tried == {(b, lr) for b in ("8", "16") for lr in ("0.01", "0.001", "0.0001", "1e-05")}
+    best = summary["best_params"]
+    bench = cli("bench", "--variants", "an", "--seeds", "0")
+    assert bench.returncode == 0, bench.stderr
+    [record] = read_records(tmp_path / "results")
+    assert record["spec"]["recipe"] == "paper" and record["spec"]["batch_size"] == best["batch_size"]
+    assert record["spec"]["lr"] == best["lr"] and record["spec"]["head_lr_mult"] == 1.0
+    source = record["hparam_source"]
+    assert source["paper"] == "cole" and source["rule"] == "clean" and source["study"] == summary["study"]
