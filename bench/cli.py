@@ -73,8 +73,12 @@ def cmd_list(args: argparse.Namespace) -> None:
         print("trainer    settings of every method (`--set NAME=VALUE`; each dataset's defaults: `list methods "
               "--dataset D`)")
         for hp_name, hp in TRAINING_HPARAMS.items():
-            valid = "|".join(hp.choices) if hp.choices else hp.describe_range()
+            valid = "true/false" if isinstance(hp.default, bool) else (
+                "|".join(hp.choices) if hp.choices else hp.describe_range())
             print(f"{'':10s}   {hp_name} = {hp.default}  valid {valid}. {hp.help}")
+        print("variants   METHOD, METHOD+boostlu (BoostLU in training and inference), METHOD+boostlu-train, "
+              "METHOD+boostlu-infer, METHOD+li (LinearInit: a linear stage, then end to end); "
+              "`--set freeze_backbone=true` gives the linear setting of any method without BoostLU")
     if dataset is not None:
         registry.dataset_class(dataset)
         defaults = trainer_defaults(dataset)

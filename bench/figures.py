@@ -39,7 +39,7 @@ from bench.rundata import load_splits, normalise  # noqa: E402
 from bench.spec import TRAINING_HPARAMS, RunSpec  # noqa: E402
 from bench.workspace import Workspace  # noqa: E402
 
-SETTING = ["protocol", "label_seed", "backbone", "epochs", "numerics"]
+SETTING = ["protocol", "label_seed", "backbone", "training", "epochs", "numerics"]
 """What separates two figures of one dataset."""
 
 
@@ -134,10 +134,12 @@ def memorisation(by_key, keys: dict[str, list[str]], variants: list[str], datase
 
 def pick(records: list[dict[str, Any]], dataset: str, variant: str) -> dict[str, Any] | None:
     """The finished current-code record of `variant` on `dataset` with the smallest seed, of the first recipe that
-    has one (tuned before paper before defaults); hand-set runs are never picked."""
+    has one (tuned before paper before defaults); hand-set and frozen-backbone runs (whose checkpoints hold the head
+    alone) are never picked."""
     current = set(records_frame(records).query("current").run_key) if records else set()
     found = [r for r in records if r["status"] == "done" and r["variant"] == variant and r["run_key"] in current
-             and r["spec"]["dataset"] == dataset and r.get("hparam_source", {}).get("kind") != "manual"]
+             and r["spec"]["dataset"] == dataset and r.get("hparam_source", {}).get("kind") != "manual"
+             and not r["spec"].get("freeze_backbone")]
     for recipe in RECIPES:
         chosen = [r for r in found if r["spec"].get("recipe", "defaults") == recipe]
         if chosen:

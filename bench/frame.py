@@ -14,9 +14,11 @@ from bench.recipes import RECIPES
 from bench.selection import RULES, rule_selection
 from bench.versions import code_version
 
-SETTING_COLUMNS = ["protocol", "label_seed", "backbone", "numerics"]
+SETTING_COLUMNS = ["protocol", "label_seed", "backbone", "training", "numerics"]
 """What makes two tables: records that differ in these are never in one table. Within a table, a dataset whose records
 differ in their number of epochs or their data (fingerprint) gets one column for each (`separate_columns`)."""
+END_TO_END, LINEAR = "end to end", "linear (frozen backbone)"
+"""The two training settings: the whole network trained, or the classifier alone on frozen features."""
 SELECTIONS = {
     "clean": "Selected by clean validation (the papers' protocol: best epoch by validation mAP on full labels)",
     "observed": "Selected by observed validation (realistic: best epoch by validation mAP on the observed labels)",
@@ -78,6 +80,7 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "run_key": record["run_key"], "status": record["status"], "dataset": spec["dataset"],
             "variant": record["variant"] + hparam_label(source), "seed": spec["seed"],
             "protocol": spec["protocol"], "label_seed": spec["label_seed"], "backbone": spec["backbone"],
+            "training": LINEAR if spec.get("freeze_backbone") else END_TO_END,
             "epochs": spec["epochs"], "numerics": describe(record.get("numerics", {})),
             "recipe": spec.get("recipe", "defaults"), "paper": source.get("paper"), "hparam_source": source,
             **{f"test_map_{name}": selection_value(record, name) for name in [*SELECTIONS, "paper"]},

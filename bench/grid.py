@@ -22,8 +22,16 @@ from bench.errors import UserError
 from bench.observation import COLE_SEED
 from bench.recipes import RECIPES, PaperRecipe, paper_recipe
 from bench.rundata import resolve_device
-from bench.spec import BOOSTLU_ONLY, SEED_LIMIT, TRAINING_HPARAMS, RunSpec, make_spec, parse_variant, trainer_defaults
-from bench.tuning import study_name, tuned_overrides
+from bench.spec import (
+    SEED_LIMIT,
+    TRAINING_HPARAMS,
+    RunSpec,
+    make_spec,
+    parse_variant,
+    trainer_defaults,
+    variant_trainer_hparams,
+)
+from bench.tuning import study_name, trained_part, tuned_overrides
 
 Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 Name = Annotated[str, Field(min_length=1)]
@@ -132,8 +140,9 @@ class Grid:
         """The tuning study name of (dataset, variant) under this grid's settings: the equal-budget study, or with
         `paper`, the grid study of that paper's search (a different study, with '/paper' at the end)."""
         settings = {**trainer_defaults(dataset), **(paper.settings if paper else {}), **self.overrides}
-        name = study_name(dataset, self.protocol, self.label_seed, variant, str(settings["backbone"]),
-                          int(settings["epochs"]))
+        frozen = TRAINING_HPARAMS["freeze_backbone"].coerce("freeze_backbone", settings["freeze_backbone"])
+        backbone = trained_part(str(settings["backbone"]), frozen)
+        name = study_name(dataset, self.protocol, self.label_seed, variant, backbone, int(settings["epochs"]))
         return f"{name}/paper" if paper else name
 
     def with_overrides(self, source: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
@@ -193,9 +202,8 @@ def accepted_hparams(variants: list[str]) -> set[str]:
     variant) and each method's own."""
     accepted: set[str] = set()
     for variant in variants:
-        method, boost_train, boost_infer = parse_variant(variant)
-        accepted |= {name for name in TRAINING_HPARAMS if boost_train or boost_infer or name not in BOOSTLU_ONLY}
-        accepted |= set(registry.method_class(method).hparams)
+        accepted |= set(variant_trainer_hparams(variant))
+        accepted |= set(registry.method_class(parse_variant(variant)[0]).hparams)
     return accepted
 
 

@@ -138,9 +138,22 @@ class CamClassifier(nn.Module):
                 {"params": list(self.cam_head.parameters()), "lr": lr * head_lr_mult}]
 
 
-def build_model(spec, in_channels: int, num_classes: int) -> CamClassifier:
-    """The CAM classifier a RunSpec describes (backbone, weights, BoostLU flags and alpha), channels_last."""
-    backbone = build_backbone(spec.backbone, in_channels, spec.weights)
+class PooledFeatures(nn.Identity):
+    """The backbone of a model trained on cached pooled features (`bench.features`): its inputs are already the
+    N x channels x 1 x 1 features, so only the CAM head learns."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.out_channels = channels
+
+
+def build_model(spec, in_channels: int, num_classes: int, feature_channels: int | None = None) -> CamClassifier:
+    """The CAM classifier a RunSpec describes (backbone, weights, BoostLU flags and alpha), channels_last. With
+    `feature_channels`, the model of the frozen-backbone setting: the CAM head on pooled features."""
+    if feature_channels is not None:
+        backbone = PooledFeatures(feature_channels)
+    else:
+        backbone = build_backbone(spec.backbone, in_channels, spec.weights)
     model = CamClassifier(backbone, num_classes, boost_alpha=spec.boost_alpha, boostlu_train=spec.boostlu_train,
                           boostlu_infer=spec.boostlu_infer)
     return model.to(memory_format=torch.channels_last)

@@ -12,15 +12,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from bench.spec import BOOSTLU_ONLY, TRAINING_HPARAMS, RunSpec
+from bench.spec import RunSpec, variant_trainer_hparams
 
 
 def value_origins(spec: RunSpec, source: dict[str, Any], *, cli: set[str],
                   grid_file: set[str]) -> dict[str, tuple[Any, str]]:
     """name -> (value, origin) of every trainer setting and method hyperparameter of `spec`, whose hyperparameter
     source (`bench.grid.Grid.cells`) says which values its recipe set."""
-    values = {name: getattr(spec, name) for name in TRAINING_HPARAMS
-              if name not in BOOSTLU_ONLY or spec.boostlu_train or spec.boostlu_infer}
+    values = {name: getattr(spec, name) for name in variant_trainer_hparams(spec.variant)}
     values.update(spec.method_hparams())
 
     def origin(name: str) -> str:

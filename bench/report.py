@@ -232,8 +232,8 @@ def split_frame(records: list[dict[str, Any]]) -> tuple[list[tuple[tuple, pd.Dat
 
 
 def setting_title(setting: tuple) -> str:
-    protocol, label_seed, backbone, numerics = setting
-    return f"{protocol} (label seed {label_seed}), {backbone}; numerics: {numerics}"
+    protocol, label_seed, backbone, training, numerics = setting
+    return f"{protocol} (label seed {label_seed}), {backbone}, trained {training}; numerics: {numerics}"
 
 
 def introduction(results: str) -> list[str]:

@@ -41,6 +41,11 @@ TRAINING_HPARAMS: dict[str, Hyperparam] = {
                                low_open=True, high=1000),
     "boost_alpha": Hyperparam(5.0, "BoostLU alpha (>= 1; only for variants with BoostLU)", low=1, high=100,
                               search=(1.0, 10.0)),
+    "freeze_backbone": Hyperparam(False, "train the CAM head alone on cached pooled features of the frozen backbone "
+                                  "(Cole et al.'s linear setting; no BoostLU, no augmentation)"),
+    "li_epochs": Hyperparam(25, "LinearInit: epochs of the linear stage (only for +li variants)", low=1, high=1000),
+    "li_lr": Hyperparam(1e-4, "LinearInit: learning rate of the linear stage (only for +li variants)", low=0,
+                        low_open=True, high=1, log=True),
     "image_size": Hyperparam(0, "image side in pixels (0 = the dataset's default, 448 for the real datasets)", low=0,
                              high=2048),
     "backbone": Hyperparam("small-cnn", "backbone network", choices=("small-cnn", "resnet50", "resnet101")),
@@ -50,6 +55,11 @@ plugin's `defaults`."""
 
 BOOSTLU_ONLY = ("boost_alpha",)
 """Trainer hyperparameters that exist only for variants with BoostLU (absent from the spec and key of the others)."""
+LINEAR_INIT_ONLY = ("li_epochs", "li_lr")
+"""Trainer hyperparameters that exist only for LinearInit variants (`+li`)."""
+LINEAR_INIT = "+li"
+"""The variant suffix of LinearInit (Cole et al.): a linear stage on frozen features, then end-to-end training from
+its classifier."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +76,13 @@ class RunSpec:
     epochs: int = 5
     head_lr_mult: float = 1.0
     boost_alpha: float | None = None
+    freeze_backbone: bool = False
+    li_epochs: int | None = None
+    li_lr: float | None = None
     image_size: int = 0
     boostlu_train: bool = False
     boostlu_infer: bool = False
+    linear_init: bool = False
     backbone: str = "small-cnn"
     weights: str | None = None
     protocol: str = "single-positive"
@@ -79,14 +93,16 @@ class RunSpec:
 
     @property
     def variant(self) -> str:
-        """The leaderboard name: method, plus '+boostlu' (train and inference), '+boostlu-train' or '+boostlu-infer'."""
+        """The leaderboard name: method, plus '+li' (LinearInit), '+boostlu' (train and inference), '+boostlu-train'
+        or '+boostlu-infer'."""
+        name = self.method + (LINEAR_INIT if self.linear_init else "")
         if self.boostlu_train and self.boostlu_infer:
-            return f"{self.method}+boostlu"
+            return f"{name}+boostlu"
         if self.boostlu_train:
-            return f"{self.method}+boostlu-train"
+            return f"{name}+boostlu-train"
         if self.boostlu_infer:
-            return f"{self.method}+boostlu-infer"
-        return self.method
+            return f"{name}+boostlu-infer"
+        return name
 
     def method_hparams(self) -> dict[str, Any]:
         return dict(self.hparams)
@@ -120,13 +136,19 @@ class RunSpec:
 
 
 def parse_variant(variant: str) -> tuple[str, bool, bool]:
-    """'ll-r+boostlu' -> ('ll-r', True, True); '+boostlu-train' / '+boostlu-infer' set one flag."""
+    """'ll-r+boostlu' -> ('ll-r', True, True); '+boostlu-train' / '+boostlu-infer' set one flag; a LinearInit
+    suffix is dropped ('role+li' -> ('role', False, False); see `is_linear_init`)."""
     flags = {"": (False, False), "+boostlu": (True, True), "+boostlu-train": (True, False),
              "+boostlu-infer": (False, True)}
     for suffix in ("+boostlu-train", "+boostlu-infer", "+boostlu"):
         if variant.endswith(suffix):
-            return (variant[: -len(suffix)], *flags[suffix])
-    return variant, False, False
+            return (variant[: -len(suffix)].removesuffix(LINEAR_INIT), *flags[suffix])
+    return variant.removesuffix(LINEAR_INIT), False, False
+
+
+def is_linear_init(variant: str) -> bool:
+    """True for a LinearInit variant ('role+li')."""
+    return LINEAR_INIT + "+" in variant + "+"
 
 
 def check_seed(name: str, value: Any) -> int:
@@ -134,6 +156,19 @@ def check_seed(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
         raise UserError(f"{name} {value!r} must be an integer in [0, {SEED_LIMIT})")
     return value
+
+
+def trainer_hparams(boosted: bool, linear_init: bool) -> dict[str, Hyperparam]:
+    """The trainer hyperparameters a variant has: boost_alpha only with BoostLU, the LinearInit stage's only with
+    +li."""
+    return {name: param for name, param in TRAINING_HPARAMS.items()
+            if (boosted or name not in BOOSTLU_ONLY) and (linear_init or name not in LINEAR_INIT_ONLY)}
+
+
+def variant_trainer_hparams(variant: str) -> dict[str, Hyperparam]:
+    """`trainer_hparams` of the variant called `variant`."""
+    _, boost_train, boost_infer = parse_variant(variant)
+    return trainer_hparams(boost_train or boost_infer, is_linear_init(variant))
 
 
 def trainer_defaults(dataset: str) -> dict[str, Any]:
@@ -155,6 +190,9 @@ def make_spec(dataset: str, variant: str, seed: int, *, overrides: dict[str, Any
     row of one recipe never reuses a record of another.
     """
     method_name, boost_train, boost_infer = parse_variant(variant)
+    linear_init = is_linear_init(variant)
+    if linear_init and (boost_train or boost_infer):
+        raise UserError(f"variant {variant!r}: LinearInit and BoostLU are not combined; use one of them")
     method_cls = registry.method_class(method_name)
     dataset_cls = registry.dataset_class(dataset)
     check_seed("seed", seed)
@@ -167,23 +205,29 @@ def make_spec(dataset: str, variant: str, seed: int, *, overrides: dict[str, Any
     overrides = dict(overrides or {})
     boosted = boost_train or boost_infer
     unused = [name for name in overrides if (name in BOOSTLU_ONLY and not boosted)
+              or (name in LINEAR_INIT_ONLY and not linear_init)
               or (name not in TRAINING_HPARAMS and name not in method_cls.hparams)]
     if unused and strict:
         if unused[0] in BOOSTLU_ONLY:
             raise UserError(f"hyperparameter {unused[0]} applies only to variants with BoostLU, not {variant!r}")
+        if unused[0] in LINEAR_INIT_ONLY:
+            raise UserError(f"hyperparameter {unused[0]} applies only to LinearInit variants (+li), not {variant!r}")
         known = ", ".join(sorted(method_cls.hparams)) or "none"
         raise UserError(f"method {method_name!r} has no hyperparameter {unused[0]!r} (it has: {known}; and the "
                         f"trainer's: {', '.join(TRAINING_HPARAMS)})")
     given = {name: value for name, value in overrides.items() if name not in unused}
-    declared = {name: param for name, param in TRAINING_HPARAMS.items() if boosted or name not in BOOSTLU_ONLY}
+    declared = trainer_hparams(boosted, linear_init)
     defaults = trainer_defaults(dataset)
     trainer_given = {name: given.pop(name) for name in list(given) if name in declared}
     trainer = resolve(declared, {**{k: defaults[k] for k in declared}, **trainer_given}, dataset,
                       owner="the trainer")
     method_hparams = resolve(method_cls.hparams, given, dataset, owner=f"method {method_name!r}")
     method_cls.check_schedule(method_hparams, trainer["epochs"])
+    if trainer["freeze_backbone"] and (boosted or linear_init):
+        raise UserError(f"freeze_backbone trains on pooled features: it takes no BoostLU (which needs the feature "
+                        f"maps) and no LinearInit (whose second stage trains the backbone), not {variant!r}")
     if weights is None and trainer["backbone"] == defaults["backbone"]:
         weights = dataset_cls.default_weights
     return RunSpec(dataset=dataset, method=method_name, seed=seed, hparams=tuple(sorted(method_hparams.items())),
-                   boostlu_train=boost_train, boostlu_infer=boost_infer, weights=weights, protocol=protocol,
-                   label_seed=label_seed, device=device, recipe=recipe, data_dir=data_dir, **trainer)
+                   boostlu_train=boost_train, boostlu_infer=boost_infer, linear_init=linear_init, weights=weights,
+                   protocol=protocol, label_seed=label_seed, device=device, recipe=recipe, data_dir=data_dir, **trainer)

@@ -13,11 +13,19 @@ three results are read off the same run, and the test mAP never selects anything
 
 Ties go to the earliest epoch. Tensors are channels_last (faster with oneDNN and cuDNN alike); on CUDA it uses
 bf16 autocast; on CPU it is deterministic for a given spec and numerics (`bench.numerics`).
+
+Two settings of Cole et al. change what is trained:
+- `freeze_backbone` (linear): the CAM head alone, on the frozen backbone's pooled features (`bench.features`,
+  computed once and cached), with no augmentation;
+- LinearInit (`+li`): first such a linear stage (`li_epochs` at `li_lr`, its best clean-validation epoch's head and
+  method parameters, e.g. ROLE's label estimates, kept), then end-to-end training from that head; the record keeps
+  the linear stage's curve under `linear_stage`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import resource
 import sys
@@ -33,6 +41,7 @@ from tqdm import tqdm
 
 from bench import checkpoints, registry
 from bench.errors import UserError
+from bench.features import pooled_features
 from bench.method import Method, TrainState
 from bench.metrics import average_precision
 from bench.model import build_model
@@ -67,6 +76,7 @@ class Progress:
     best_val: float = -math.inf
     best: dict[str, Any] | None = None
     seconds: float = 0.0
+    linear_stage: dict[str, Any] | None = None
 
     def selected_epoch(self, selection: str) -> int:
         """The epoch `selection` picks (1-indexed); the first one on ties."""
@@ -90,7 +100,14 @@ class Trainer:
         self.data = prepare_data(spec.dataset, spec.data_dir, spec.image_size, spec.protocol, spec.label_seed,
                                  method_class.trains_on_full_labels, cache_dir, self.device)
         self.method: Method = method_class(spec.dataset, **spec.method_hparams()).to(self.device)
-        self.model = build_model(spec, self.data.train_images.shape[1], len(self.data.class_names)).to(self.device)
+        self.cache_dir = cache_dir
+        self.linear = spec.freeze_backbone
+        self.features = pooled_features(spec, self.data, cache_dir, self.device) if self.linear else None
+        self.train_inputs = self.features.train if self.linear else self.data.train_images
+        self.val_inputs = self.features.val if self.linear else self.data.val_clean.images
+        self.test_inputs = self.features.test if self.linear else self.data.test.images
+        self.model = build_model(spec, self.data.train_images.shape[1], len(self.data.class_names),
+                                 self.features.channels if self.linear else None).to(self.device)
         self.state = TrainState(observed=self.data.train_targets, epochs=spec.epochs,
                                 expected_positives=self.data.expected_positives)
         self.method.setup(self.state)
@@ -99,9 +116,13 @@ class Trainer:
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.shuffle = torch.Generator().manual_seed(spec.seed)
         self.best_model: dict[str, torch.Tensor] | None = None
+        self.best_method: dict[str, torch.Tensor] | None = None
 
-    def normalise(self, images: torch.Tensor, flip_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return normalise(images, self.data.mean, self.data.std, flip_mask)
+    def model_input(self, batch: torch.Tensor, flip_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """What the model reads: normalised (and flipped) images, or pooled features as they are."""
+        if self.linear:
+            return batch
+        return normalise(batch, self.data.mean, self.data.std, flip_mask)
 
     def autocast(self) -> torch.autocast:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
@@ -114,7 +135,7 @@ class Trainer:
         order = torch.arange(len(images), device=self.device if isinstance(images, torch.Tensor) else "cpu")
         for indices, batch in batches(images, order, EVAL_BATCH):
             with self.autocast():
-                logits = self.model(self.normalise(batch.to(self.device, non_blocking=True)))
+                logits = self.model(self.model_input(batch.to(self.device, non_blocking=True)))
             scores[indices.to(self.device)] = torch.sigmoid(logits.float())
         return scores
 
@@ -134,7 +155,7 @@ class Trainer:
         NumericalFault, naming the first bad batch, once the pass is over; so is a non-finite parameter.
         """
         self.model.train()
-        images = self.data.train_images
+        images = self.train_inputs
         order = torch.randperm(len(images), generator=self.shuffle)
         if isinstance(images, torch.Tensor):
             order = order.to(self.device)
@@ -147,10 +168,10 @@ class Trainer:
                 desc=f"{self.spec.variant} epoch {epoch}/{self.spec.epochs}", disable=not self.progress), 1):
             indices = indices.to(self.device)
             flip = None
-            if self.data.train_flip:
+            if self.data.train_flip and not self.linear:
                 flip = (torch.rand(len(indices), generator=self.shuffle) < 0.5).to(self.device)
             with self.autocast():
-                logits = self.model(self.normalise(batch.to(self.device, non_blocking=True), flip)).float()
+                logits = self.model(self.model_input(batch.to(self.device, non_blocking=True), flip)).float()
             observed = self.state.observed[indices]
             loss = self.method.batch_loss(logits, observed, epoch=epoch, indices=indices)
             self.optimizer.zero_grad(set_to_none=True)
@@ -175,8 +196,8 @@ class Trainer:
 
     def evaluate(self) -> tuple[float, float, np.ndarray]:
         """(clean validation mAP, observed validation mAP, per-class test AP), mAPs in percent."""
-        val_scores = self.predict(self.data.val_clean.images).cpu().numpy()
-        test_scores = self.predict(self.data.test.images).cpu().numpy()
+        val_scores = self.predict(self.val_inputs).cpu().numpy()
+        test_scores = self.predict(self.test_inputs).cpu().numpy()
         return (mean_ap(val_scores, self.data.val_clean), mean_ap(val_scores, self.data.val_observed),
                 average_precision(test_scores, self.data.test.targets, self.data.test.known))
 
@@ -196,6 +217,8 @@ class Trainer:
         """
         try:
             progress = self.restore(resume_path) if resume_path is not None and resume_path.exists() else Progress()
+            if self.spec.linear_init and progress.linear_stage is None:
+                progress.linear_stage = self.run_linear_stage()
             started = time.perf_counter() - progress.seconds
             for epoch in range(progress.epoch + 1, self.spec.epochs + 1):
                 point = self.train_and_evaluate(epoch, progress)
@@ -214,7 +237,7 @@ class Trainer:
         """Train `epoch`, run the method's end-of-epoch step, evaluate, and add the epoch to `progress`."""
         self.set_learning_rate(epoch)
         train_loss, memorised = self.train_epoch(epoch)
-        self.method.end_of_epoch(epoch, self.state, lambda: self.predict(self.data.train_images))
+        self.method.end_of_epoch(epoch, self.state, lambda: self.predict(self.train_inputs))
         val_map, val_map_observed, test_per_class = self.evaluate()
         point = {"epoch": epoch, "train_loss": train_loss, "val_map": val_map, "val_map_observed": val_map_observed,
                  "test_map": 100 * float(test_per_class.mean()), "fn_memorised": memorised}
@@ -223,6 +246,7 @@ class Trainer:
         if val_map > progress.best_val:
             progress.best_val = val_map
             progress.best = copy.deepcopy(self.model.state_dict())
+            self.best_method = copy.deepcopy(self.method.state_dict()) if self.linear else None
         progress.epoch = epoch
         return point
 
@@ -245,9 +269,28 @@ class Trainer:
             "train_seconds": seconds, "peak_memory_mb": peak_memory_mb(self.device),
             "label_checksum": self.data.label_checksum, "image_shape": list(self.data.train_images.shape[1:]),
             "determinism": determinism_note(self.device.type),
+            **({"features": self.features.checksum} if self.linear else {}),
+            **({"linear_stage": progress.linear_stage} if progress.linear_stage else {}),
             **({"class_groups": dict(zip(self.data.class_names, self.data.class_groups, strict=True))}
                if self.data.class_groups else {}),
         }
+
+    def run_linear_stage(self) -> dict[str, Any]:
+        """LinearInit's first stage: train the head on the frozen backbone's pooled features for `li_epochs` at
+        `li_lr`, then start this model's head and the method's parameters from that stage's best clean-validation
+        epoch. Returns the stage's summary for the record (not checkpointed: it is re-run, identically, if the run
+        is stopped before its first end-to-end epoch)."""
+        stage_spec = dataclasses.replace(self.spec, freeze_backbone=True, linear_init=False, epochs=self.spec.li_epochs,
+                                         lr=self.spec.li_lr, li_epochs=None, li_lr=None)
+        stage = Trainer(stage_spec, self.cache_dir, progress=self.progress)
+        result = stage.run()
+        head = {name.removeprefix("cam_head."): value for name, value in stage.best_model.items()
+                if name.startswith("cam_head.")}
+        self.model.cam_head.load_state_dict(head)
+        self.method.load_state_dict(stage.best_method)
+        return {"epochs": stage_spec.epochs, "lr": stage_spec.lr, "best_epoch": result["best_epoch"],
+                "val_map": result["val_map"], "test_map": result["test_map"], "curve": result["curve"],
+                "train_seconds": result["train_seconds"], "features": result["features"]}
 
     # --- epoch checkpoints ------------------------------------------------------------------------------------------
 

@@ -46,9 +46,15 @@ def study_name(dataset: str, protocol: str, label_seed: int, variant: str, backb
     return "/".join(["pamlbench", dataset, protocol, f"labels{label_seed}", variant, backbone, f"{epochs}ep"])
 
 
+def trained_part(backbone: str, frozen: bool) -> str:
+    """The backbone part of a study name: the backbone, with '-linear' when it is frozen (another setting)."""
+    return f"{backbone}-linear" if frozen else backbone
+
+
 def spec_study(spec: RunSpec) -> str:
     """The study of `spec`'s cell: the equal-budget study, or under the `paper` recipe its paper's grid study."""
-    name = study_name(spec.dataset, spec.protocol, spec.label_seed, spec.variant, spec.backbone, spec.epochs)
+    name = study_name(spec.dataset, spec.protocol, spec.label_seed, spec.variant, trained_part(spec.backbone,
+                      spec.freeze_backbone), spec.epochs)
     return f"{name}/paper" if spec.recipe == "paper" else name
 
 

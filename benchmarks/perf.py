@@ -6,6 +6,7 @@ Every figure is the median of several repeats after a warm-up (harness and bare 
 2. input pipeline: JPEG folder (decode + resize 448 by DataLoader workers) vs the decoded uint8 cache, then flip and
    normalise, on a generated folder of JPEGs;
 3. evaluation throughput;
+   and the linear setting: the cost of extracting the pooled features once, and of a 25-epoch run reusing them;
 4. workers: the same small grid (8 cells of 3 epochs) with `--jobs 1 --threads 2` and with the default workers
    (one 1-thread process per core), their throughput ratio, and the default grid's from-scratch wall time estimated
    from the default's per-epoch cost of a cell;
@@ -156,6 +157,32 @@ def resnet_trainer(workdir: Path, size: int, device: str, images: int):
 
 DEFAULT_GOALS = {"digits-mosaic": 15 * 60}
 WHOLE_GOAL = 45 * 60
+
+
+def linear_setting(workdir: Path) -> None:
+    """The frozen-backbone setting: extracting the pooled features (ResNet-50 at 224 px on a generated VOC-format
+    folder, and the small CNN on digits-mosaic), then a whole linear run that reuses them."""
+    from bench import features
+    from bench.spec import make_spec
+    from bench.trainer import Trainer
+
+    folder = prepared_voc(workdir, 48, cache_size=224)
+    cases = (("ResNet-50 224 px, 48 VOC-format images", make_spec(
+                 "voc", "an", 0, overrides={"image_size": 224, "epochs": 25, "freeze_backbone": True},
+                 data_dir=str(folder), weights="none")),
+             ("small CNN, digits-mosaic", make_spec("digits-mosaic", "an", 0,
+                                                    overrides={"epochs": 25, "freeze_backbone": True})))
+    for label, spec in cases:
+        cache = workdir / f"linear-cache-{spec.dataset}"
+        extractions = features.EXTRACTIONS["count"]
+        started = time.perf_counter()
+        Trainer(spec, cache, progress=False)
+        row(f"linear: feature extraction + setup, {label}, s", f"{time.perf_counter() - started:.1f}",
+            f"{features.EXTRACTIONS['count'] - extractions} extraction, once per cache")
+        started = time.perf_counter()
+        Trainer(spec, cache, progress=False).run()
+        row(f"linear: a 25-epoch run on the cached features, {label}, s", f"{time.perf_counter() - started:.1f}",
+            f"setup included; {features.EXTRACTIONS['count'] - extractions} extraction in all")
 
 
 def recorded_cost(results: Path) -> None:
@@ -338,6 +365,7 @@ def main() -> None:
     Trainer(make_spec("digits-mosaic", "an", 0), workdir / "cache", progress=False).run()
     row(f"one digits-mosaic run (an, {make_spec('digits-mosaic', 'an', 0).epochs} epochs), wall s",
         f"{time.perf_counter() - started:.1f}")
+    linear_setting(workdir)
     recorded_cost(ROOT / "results")
     workers(workdir)
     if not (args.quick or args.no_full_bench):

@@ -139,12 +139,19 @@ def interrupted_overrides(variant: str) -> dict:
     return {"epochs": 6, **({"apl_warmup": 2} if variant.startswith("em-apl") else {})}
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_resume_after_an_interruption_equals_an_uninterrupted_run(variant, tiny_plugin, tmp_path):
+SETTINGS = [(variant, {}) for variant in VARIANTS] + [
+    (name, {"freeze_backbone": True}) for name in registry.list_names("methods")] + [
+    (f"{name}+li", {"li_epochs": 2}) for name in registry.list_names("methods")]
+"""Every variant end to end, every method in the linear setting (frozen backbone) and with LinearInit."""
+
+
+@pytest.mark.parametrize("variant, setting", SETTINGS, ids=[f"{v}{'-linear' if s.get('freeze_backbone') else ''}"
+                                                             for v, s in SETTINGS])
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(variant, setting, tiny_plugin, tmp_path):
     """Stop after epoch 3 and resume from the epoch checkpoint: the record (test mAP, per-class AP, curve,
-    selections), the final observed labels (corrected by LL-Cp, pseudo-labelled by EM+APL) and the best-epoch
-    weights equal those of a run that was never stopped."""
-    spec = make_spec("tiny", variant, 0, overrides=interrupted_overrides(variant))
+    selections, LinearInit's linear stage), the final observed labels (corrected by LL-Cp, pseudo-labelled by
+    EM+APL) and the best-epoch weights equal those of a run that was never stopped."""
+    spec = make_spec("tiny", variant, 0, overrides={**interrupted_overrides(variant), **setting})
     whole = Trainer(spec, tmp_path, progress=False)
     expected = whole.run(resume_path=tmp_path / "whole.partial.pt")
 
@@ -156,8 +163,12 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(variant, tiny_
         Trainer(spec, tmp_path, progress=False).run(resume_path=tmp_path / "part.partial.pt", on_epoch=stop)
     resumed_trainer = Trainer(spec, tmp_path, progress=False)
     resumed = resumed_trainer.run(resume_path=tmp_path / "part.partial.pt")
-    for field in ("test_map", "val_map", "best_epoch", "per_class_ap", "selections", "curve", "label_checksum"):
-        assert resumed[field] == expected[field], field
+    for field in ("test_map", "val_map", "best_epoch", "per_class_ap", "selections", "curve", "label_checksum",
+                  "features"):
+        assert resumed.get(field) == expected.get(field), field
+    untimed = [{k: v for k, v in (run.get("linear_stage") or {}).items() if k != "train_seconds"}
+               for run in (resumed, expected)]
+    assert untimed[0] == untimed[1]
     assert torch.equal(resumed_trainer.state.observed, whole.state.observed)
     assert all(torch.equal(resumed_trainer.best_model[k], whole.best_model[k]) for k in whole.best_model)
 

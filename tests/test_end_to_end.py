@@ -111,4 +111,6 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, args, message):
 def test_list_shows_plugins(tmp_path):
     listing = pamlbench("list", "methods", cwd=tmp_path)
     assert listing.returncode == 0 and "an " in listing.stdout and "full " in listing.stdout
+    assert "METHOD+li (LinearInit" in listing.stdout and "freeze_backbone = False  valid true/false" in listing.stdout
+    assert "li_epochs = 25" in listing.stdout and "li_lr = 0.0001" in listing.stdout
     assert "digits-mosaic" in pamlbench("list", "datasets", cwd=tmp_path).stdout

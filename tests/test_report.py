@@ -111,9 +111,10 @@ def test_protocols_and_numerics_are_never_mixed_and_stale_records_are_left_out(r
     stale = [record("an", 0, 10.0, stale=True)]
     board = leaderboard_markdown(records + other + one_thread + stale)
     titles = [line for line in board.splitlines() if line.startswith("## ")]
-    assert titles == ["## partial-0.5 (label seed 1200), small-cnn; numerics: cpu AVX2, 2 threads",
-                      "## single-positive (label seed 1200), small-cnn; numerics: cpu AVX2, 1 thread",
-                      "## single-positive (label seed 1200), small-cnn; numerics: cpu AVX2, 2 threads"]
+    setting = "small-cnn, trained end to end; numerics: cpu AVX2"
+    assert titles == [f"## partial-0.5 (label seed 1200), {setting}, 2 threads",
+                      f"## single-positive (label seed 1200), {setting}, 1 thread",
+                      f"## single-positive (label seed 1200), {setting}, 2 threads"]
     sections = board.split("\n## ")
     assert rows_of(sections[1])["an"][0] == "**50.50 ± 6.35**"   # alone in its table
     assert rows_of(sections[2])["an"][0] == "**60.00 ± 0.00**"
