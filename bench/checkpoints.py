@@ -16,6 +16,16 @@ from bench.errors import UserError
 from bench.records import atomic_write
 
 
+def resume_file(folder: Path, key: str) -> Path:
+    """The epoch checkpoint of the run `key` in `folder`: what an interrupted run resumes from."""
+    return folder / f"{key}.partial.pt"
+
+
+def best_file(folder: Path, key: str) -> Path:
+    """The best epoch's weights of the finished run `key` in `folder`, kept for the figures."""
+    return folder / f"{key}.pt"
+
+
 def save(state: dict[str, Any], path: Path) -> None:
     """Write `state` to `path` atomically."""
     buffer = io.BytesIO()

@@ -31,11 +31,12 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from bench import checkpoints
 from bench.arguments import head_address
 from bench.claims import ClaimStore, first_line
 from bench.errors import UserError
 from bench.records import write_record
-from bench.runner import Outcome, base_record, outcome_line, release_quietly, take, train_record
+from bench.runner import Outcome, base_record, claim_or_skip, outcome_line, release_quietly, train_record
 from bench.spec import RunSpec
 from bench.tracking import Tracker
 from bench.workspace import Workspace
@@ -118,25 +119,25 @@ def train_cell(spec_fields: dict[str, Any], source: dict[str, Any], expected_key
                options: TaskOptions) -> dict[str, Any]:
     """Train one cell on a worker; returns {'record', 'weights'} or {'mismatch': why} (runs on a worker).
 
-    Resumes from `<worker_cache>/checkpoints/<key>.partial.pt` when a previous attempt left it."""
+    Resumes from the epoch checkpoint in `<worker_cache>/checkpoints/` when a previous attempt left it."""
     import torch
 
     torch.set_num_threads(options.threads)
     spec = RunSpec.from_dict(spec_fields)
-    data_cache, checkpoints = Path(options.worker_cache) / "data", Path(options.worker_cache) / "checkpoints"
+    data_cache, checkpoint_dir = Path(options.worker_cache) / "data", Path(options.worker_cache) / "checkpoints"
     identity = spec.identity(data_cache)
     key = spec.key(identity)
     if key != expected_key:
         return {"mismatch": f"node {socket.gethostname()} keys this cell {key}, the driver {expected_key}: its "
                             f"numerics, torch or code differ ({identity['numerics']}, torch {identity['torch']})"}
     try:
-        record = train_record(spec, key, identity, source, data_cache=data_cache, checkpoints=checkpoints,
+        record = train_record(spec, key, identity, source, data_cache=data_cache, checkpoint_dir=checkpoint_dir,
                               progress=False)
     except UserError as error:  # a bad hyperparameter: the cell fails, nothing to retry
         record = {**base_record(spec, key, identity, source), "status": "failed", "error": str(error)}
-    best = checkpoints / f"{key}.pt"
+    best = checkpoints.best_file(checkpoint_dir, key)
     weights = best.read_bytes() if best.exists() else None
-    (checkpoints / f"{key}.partial.pt").unlink(missing_ok=True)
+    checkpoints.resume_file(checkpoint_dir, key).unlink(missing_ok=True)
     best.unlink(missing_ok=True)
     return {"record": record, "weights": weights}
 
@@ -173,7 +174,7 @@ def run_on_cluster(cells: list[tuple[RunSpec, dict[str, Any]]], workspace: Works
                 probes[spec.device, gpus] = ray.get(probe.options(num_cpus=options.threads, num_gpus=gpus).remote(
                     spec.device, options.threads))
             key = driver_key(spec, workspace, probes[spec.device, gpus])
-            skipped = take(key, workspace, claims)
+            skipped = claim_or_skip(key, workspace, claims)
             if skipped is not None:
                 counts[skipped.state] += 1
                 continue
@@ -229,7 +230,7 @@ def settle(returned: dict[str, Any], spec: RunSpec, key: str, workspace: Workspa
     if returned["weights"] is not None:
         from bench.records import atomic_write
 
-        atomic_write(workspace.checkpoints / f"{key}.pt", returned["weights"])
+        atomic_write(checkpoints.best_file(workspace.checkpoints, key), returned["weights"])
     write_record(workspace.results, record)
     claims.finish(key, record)
     if tracker:
@@ -275,7 +276,8 @@ def tune_on_cluster(grid, bases: list[RunSpec], workspace: Workspace, resources:
     import ray
     from ray.exceptions import RayError
 
-    from bench.tuning import open_study, spec_study, start_parent, summarize
+    from bench.studies import spec_study
+    from bench.tuning import open_study, start_parent, summarize
 
     device = cluster_device(grid.device, resources)
     worker_grid = grid.narrow(device=device)

@@ -169,7 +169,7 @@ class LoadedModel:
         spec = RunSpec.from_dict({**record["spec"], "device": "cpu"})
         splits = load_splits(spec.dataset, spec.data_dir, str(workspace.data_cache), spec.image_size)
         self.model = build_model(spec, splits.test.images.shape[1], len(splits.class_names))
-        path = workspace.checkpoints / f"{record['run_key']}.pt"
+        path = checkpoints.best_file(workspace.checkpoints, record["run_key"])
         if not path.exists():
             threads = record.get("numerics", {}).get("threads")
             raise UserError(

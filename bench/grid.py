@@ -18,20 +18,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench import registry
-from bench.errors import UserError
+from bench.errors import UserError, field_error
 from bench.observation import COLE_SEED
 from bench.recipes import RECIPES, PaperRecipe, paper_recipe
 from bench.rundata import resolve_device
 from bench.spec import (
     SEED_LIMIT,
-    TRAINING_HPARAMS,
     RunSpec,
     make_spec,
     parse_variant,
-    trainer_defaults,
     variant_trainer_hparams,
 )
-from bench.tuning import study_name, trained_part, tuned_overrides
+from bench.studies import spec_study, tuned_overrides
 
 Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 Name = Annotated[str, Field(min_length=1)]
@@ -139,11 +137,8 @@ class Grid:
     def study(self, dataset: str, variant: str, paper: PaperRecipe | None = None) -> str:
         """The tuning study name of (dataset, variant) under this grid's settings: the equal-budget study, or with
         `paper`, the grid study of that paper's search (a different study, with '/paper' at the end)."""
-        settings = {**trainer_defaults(dataset), **(paper.settings if paper else {}), **self.overrides}
-        frozen = TRAINING_HPARAMS["freeze_backbone"].coerce("freeze_backbone", settings["freeze_backbone"])
-        backbone = trained_part(str(settings["backbone"]), frozen)
-        name = study_name(dataset, self.protocol, self.label_seed, variant, backbone, int(settings["epochs"]))
-        return f"{name}/paper" if paper else name
+        return spec_study(self.base_spec(dataset, variant, self.tuning.seed, paper.settings if paper else None,
+                                         "paper" if paper else "defaults"))
 
     def with_overrides(self, source: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         """`source` plus, under 'overrides', the resolved values of this grid's overrides that `spec` uses (from
@@ -225,9 +220,7 @@ def load_grid(path: Path) -> Grid:
     try:
         parsed = GridFile.model_validate(table)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise UserError(f"benchmark file {path}: field {where!r}: {first['msg']}") from None
+        raise UserError(f"benchmark file {path}: {field_error(error)}") from None
     fields = {name: getattr(parsed, name) for name in GridFile.model_fields}
     fields["recipes"] = list(fields["recipes"]) if fields["recipes"] else None
     optional = fields.pop("optional_datasets")

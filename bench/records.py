@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bench.errors import UserError
+from bench.errors import UserError, field_error
 
 RECORD_FORMAT = 2
 
@@ -113,7 +113,7 @@ class RecordShape(BaseModel):
     """The shape of a run record as the report and the runner read it (extra fields are kept)."""
 
     model_config = ConfigDict(extra="allow")
-    format: Literal[2]
+    format: Literal[RECORD_FORMAT]
     run_key: str
     status: Literal["done", "failed"]
     variant: str
@@ -177,11 +177,7 @@ def read_record(path: Path) -> dict[str, Any]:
         if record["status"] == "done":
             DoneShape.model_validate(record)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        message = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"corrupt results file {path}: field {where!r}: {message}; delete it to re-run that "
-                        "cell") from None
+        raise UserError(f"corrupt results file {path}: {field_error(error)}; delete it to re-run that cell") from None
     return record
 
 

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from bench import checkpoints
 from bench.claims import ClaimStore
 from bench.numerics import cpu_model
 from bench.records import RECORD_FORMAT, read_record, record_path, write_record
@@ -62,17 +63,17 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
     identity = spec.identity(workspace.data_cache)
     key = spec.key(identity)
     claims = claims or ClaimStore(workspace.claims_url())
-    resume = workspace.checkpoints / f"{key}.partial.pt"
+    resume = checkpoints.resume_file(workspace.checkpoints, key)
     stop_heartbeat, run_id = None, None
     try:  # from the claim on: an interruption anywhere gives the claim back (release touches only our own claim)
-        skipped = take(key, workspace, claims)
+        skipped = claim_or_skip(key, workspace, claims)
         if skipped is not None:
             return skipped
         stop_heartbeat = claims.keep_alive(key)
         run_id = tracker.start(spec, key) if tracker else None
         on_epoch = (lambda epoch, point: tracker.epoch(run_id, epoch, point)) if tracker else None
         record = train_record(spec, key, identity, hparam_source or {"kind": "defaults"},
-                              data_cache=workspace.data_cache, checkpoints=workspace.checkpoints, progress=progress,
+                              data_cache=workspace.data_cache, checkpoint_dir=workspace.checkpoints, progress=progress,
                               on_epoch=on_epoch)
         write_record(workspace.results, record)
         resume.unlink(missing_ok=True)
@@ -90,12 +91,12 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
     return Outcome("trained" if record["status"] == "done" else "failed", record)
 
 
-def take(key: str, workspace: Workspace, claims: ClaimStore) -> Outcome | None:
+def claim_or_skip(key: str, workspace: Workspace, claims: ClaimStore) -> Outcome | None:
     """Claim `key` for this worker and return None, or return why it needs no training here: 'recorded' (its record
     is in the results folder, copied there if another worker finished it) or 'elsewhere' (another worker has it)."""
     path = record_path(workspace.results, key)
     if path.exists():
-        (workspace.checkpoints / f"{key}.partial.pt").unlink(missing_ok=True)  # a worker killed right after writing
+        checkpoints.resume_file(workspace.checkpoints, key).unlink(missing_ok=True)  # killed right after writing
         return Outcome("recorded", read_record(path))
     done_elsewhere = claims.done_record(key)
     if done_elsewhere is None and not claims.claim(key):
@@ -109,18 +110,20 @@ def take(key: str, workspace: Workspace, claims: ClaimStore) -> Outcome | None:
 
 
 def train_record(spec: RunSpec, key: str, identity: dict[str, Any], hparam_source: dict[str, Any], *,
-                 data_cache: Path, checkpoints: Path, progress: bool = True,
+                 data_cache: Path, checkpoint_dir: Path, progress: bool = True,
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Train `spec` (datasets built in `data_cache`; resuming from `checkpoints/<key>.partial.pt` when it exists)
+    """Train `spec` (datasets built in `data_cache`; resuming from `checkpoint_dir`'s epoch checkpoint when it exists)
     and return its record: status 'done' with the results, or 'failed' for a non-finite loss. The best epoch's
-    weights are saved as `checkpoints/<key>.pt`; the caller writes the record, then deletes the epoch checkpoint."""
+    weights are saved in `checkpoint_dir` (`bench.checkpoints.best_file`); the caller writes the record, then deletes
+    the epoch checkpoint."""
     from bench.trainer import NumericalFault, Trainer
 
     trainer = Trainer(spec, data_cache, progress=progress)
     record = base_record(spec, key, identity, hparam_source)
     try:
-        record.update(status="done", **trainer.run(resume_path=checkpoints / f"{key}.partial.pt", on_epoch=on_epoch))
-        trainer.save_best(checkpoints / f"{key}.pt")
+        record.update(status="done", **trainer.run(resume_path=checkpoints.resume_file(checkpoint_dir, key),
+                                                   on_epoch=on_epoch))
+        trainer.save_best(checkpoints.best_file(checkpoint_dir, key))
     except NumericalFault as fault:
         record.update(status="failed", error=str(fault))
     return record
@@ -152,7 +155,8 @@ def remove_failed(specs: list[RunSpec], workspace: Workspace, claims: ClaimStore
 
 def outcome_line(spec: RunSpec, outcome: Outcome) -> str | None:
     """The line printed when a cell ends (None for a cell that was already recorded)."""
-    label = f"{spec.dataset} {spec.variant} seed={spec.seed}"
+    label = f"{spec.dataset} {spec.variant} seed={spec.seed}" + (
+        f" ({spec.recipe} recipe)" if spec.recipe != "defaults" else "")
     record = outcome.record
     if outcome.state == "trained":
         return (f"{label}: val mAP {record['val_map']:.2f}, test mAP {record['test_map']:.2f} (best epoch "

@@ -64,26 +64,28 @@ its classifier."""
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run. Build it with `make_spec`, which fills in and validates defaults."""
+    """One training run. Build it with `make_spec`, which fills in and validates defaults: the trainer settings'
+    defaults live in TRAINING_HPARAMS and the dataset plugins, never here (the BoostLU and LinearInit settings are
+    None for variants without them)."""
 
     dataset: str
     method: str
     seed: int
+    lr: float
+    lr_schedule: str
+    batch_size: int
+    epochs: int
+    head_lr_mult: float
+    freeze_backbone: bool
+    image_size: int
+    backbone: str
     hparams: tuple[tuple[str, Any], ...] = ()
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    batch_size: int = 32
-    epochs: int = 5
-    head_lr_mult: float = 1.0
     boost_alpha: float | None = None
-    freeze_backbone: bool = False
     li_epochs: int | None = None
     li_lr: float | None = None
-    image_size: int = 0
     boostlu_train: bool = False
     boostlu_infer: bool = False
     linear_init: bool = False
-    backbone: str = "small-cnn"
     weights: str | None = None
     protocol: str = "single-positive"
     label_seed: int = COLE_SEED

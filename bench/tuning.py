@@ -1,10 +1,8 @@
 """Hyperparameter tuning with Optuna: one study per (dataset, protocol, label seed, variant, backbone, epochs).
 
-- Study name: deterministic (`study_name`), created with `load_if_exists`, so an interrupted search resumes and
-  several `pamlbench tune` processes (one per GPU or machine) share one study through one storage.
-- Search space (`search_ranges`, shown by `pamlbench list methods --dataset D`): the learning rate in a range
-  around the dataset's default, `boost_alpha` where BoostLU is on, and every method hyperparameter that declares a
-  range (`Hyperparam.search` / `search_around`), minus what the grid fixes; the same `n_trials` budget for all.
+- Study name and search space: `bench.studies`. A study is created with `load_if_exists`, so an interrupted search
+  resumes and several `pamlbench tune` processes (one per GPU or machine) share one study through one storage; the
+  same `n_trials` budget for all.
 - Trials train the grid's cell (its label draw, overrides and settings) with a seed outside the benchmark's seeds
   (100 by default), so the search never sees the runs it will be reported on.
 - Sampler: TPE, seeded. Pruner: median (default) or Hyperband on the per-epoch validation mAP of `--val-variant`
@@ -21,9 +19,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import sys
 import time
 import warnings
@@ -31,87 +27,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import registry
 from bench.claims import HEARTBEAT_SECONDS, first_line, redact
 from bench.errors import UserError
+from bench.grid import Grid, TuningBudget
 from bench.records import RECORD_FORMAT, atomic_json
-from bench.spec import TRAINING_HPARAMS, RunSpec, parse_variant, trainer_defaults
+from bench.spec import RunSpec
+from bench.studies import (
+    convergence,
+    declaration,
+    grid_budget,
+    paper_settings,
+    saved_summary,
+    spec_study,
+    study_space,
+    tuned_path,
+)
+from bench.workspace import Workspace
 
 PRUNERS = ("median", "hyperband", "none")
-
-
-def study_name(dataset: str, protocol: str, label_seed: int, variant: str, backbone: str, epochs: int) -> str:
-    """pamlbench/<dataset>/<protocol>/labels<label seed>/<variant>/<backbone>/<epochs>ep: one study per setting
-    whose tuned hyperparameters may differ (the validation variant is a property of the search, `--val-variant`)."""
-    return "/".join(["pamlbench", dataset, protocol, f"labels{label_seed}", variant, backbone, f"{epochs}ep"])
-
-
-def trained_part(backbone: str, frozen: bool) -> str:
-    """The backbone part of a study name: the backbone, with '-linear' when it is frozen (another setting)."""
-    return f"{backbone}-linear" if frozen else backbone
-
-
-def spec_study(spec: RunSpec) -> str:
-    """The study of `spec`'s cell: the equal-budget study, or under the `paper` recipe its paper's grid study."""
-    name = study_name(spec.dataset, spec.protocol, spec.label_seed, spec.variant, trained_part(spec.backbone,
-                      spec.freeze_backbone), spec.epochs)
-    return f"{name}/paper" if spec.recipe == "paper" else name
-
-
-def tuned_path(tuned: Path, name: str) -> Path:
-    return tuned / (re.sub(r"[^A-Za-z0-9_.+-]", "_", name) + ".json")
-
-
-def learning_rate_range(dataset: str) -> tuple[float, float]:
-    """The range the learning rate is tuned in on `dataset`: around the dataset's default, for every method."""
-    return TRAINING_HPARAMS["lr"].search_range(trainer_defaults(dataset)["lr"])
-
-
-def search_ranges(dataset: str, variant: str) -> dict[str, tuple[float, float]]:
-    """name -> (low, high) of everything tuned for `variant` on `dataset`: the learning rate (around the dataset's
-    default), boost_alpha with BoostLU, and every method hyperparameter that declares a range."""
-    method_name, boost_train, boost_infer = parse_variant(variant)
-    ranges = {"lr": learning_rate_range(dataset)}
-    if boost_train or boost_infer:
-        ranges["boost_alpha"] = TRAINING_HPARAMS["boost_alpha"].search_range(trainer_defaults(dataset)["boost_alpha"])
-    for name, hp in registry.method_class(method_name).hparams.items():
-        bounds = hp.search_range(hp.default_for(dataset))
-        if bounds is not None:
-            ranges[name] = bounds
-    return ranges
-
-
-def study_space(grid, base: RunSpec) -> dict[str, tuple[float, float] | list[Any]]:
-    """What the study of `base` searches, minus what `grid` (a `bench.grid.Grid`) fixes: under the `paper` recipe the
-    values its paper's grid study tries (name -> list), otherwise `search_ranges` (name -> (low, high))."""
-    if base.recipe == "paper":
-        from bench.recipes import paper_recipe
-
-        space = paper_recipe(base.dataset, base.variant).search
-    else:
-        space = search_ranges(base.dataset, base.variant)
-    return {name: values for name, values in space.items() if name not in grid.overrides}
-
-
-def paper_settings(base: RunSpec) -> dict[str, Any]:
-    """The settings `base`'s recipe fixes for every trial: its paper's under the `paper` recipe, none otherwise."""
-    if base.recipe != "paper":
-        return {}
-    from bench.recipes import paper_recipe
-
-    return paper_recipe(base.dataset, base.variant).settings
-
-
-def grid_budget(budget, space: dict[str, list[Any]]):
-    """The budget of a paper's grid study: every setting of `space` once (Optuna's GridSampler seeded like the
-    equal-budget studies), unpruned, trained with `budget`'s seed and scored by its objective."""
-    return budget.model_copy(update={"sampler": "grid", "startup_trials": 0, "pruner": "none",
-                                     "n_trials": math.prod(len(values) for values in space.values())})
-
-
-def declaration(name: str, method: str):
-    """The Hyperparam declaring `name` (the trainer's or the method's)."""
-    return TRAINING_HPARAMS.get(name) or registry.method_class(method).hparams[name]
 
 
 def suggest(trial, method: str, space: dict[str, tuple[float, float] | list[Any]]) -> dict[str, Any]:
@@ -130,6 +63,41 @@ def suggest(trial, method: str, space: dict[str, tuple[float, float] | list[Any]
     return values
 
 
+def study_bases(grid: Grid, recipes: list[str], budget: TuningBudget) -> tuple[list[RunSpec], TuningBudget]:
+    """(the base spec of every study `tune` runs, the budget they share): under `tuned` (the default) each cell's
+    equal-budget study; under `paper` the grid study of each variant whose paper published only its search. Other
+    recipes, and papers that published their values, have nothing to search (UserError if nothing is left)."""
+    from bench.recipes import paper_recipe
+
+    if set(recipes) - {"tuned", "paper"} or len(recipes) > 1:
+        raise UserError("tune --recipe: give one of tuned (the equal-budget studies, the default) or paper (the "
+                        "papers' grid studies); the defaults recipe has nothing to search")
+    if recipes == ["tuned"]:
+        return [grid.base_spec(dataset, variant, budget.seed) for dataset in grid.datasets
+                for variant in grid.variants], budget
+    bases, skipped = [], []
+    for dataset in grid.datasets:
+        for variant in grid.variants:
+            try:
+                paper = paper_recipe(dataset, variant)
+            except UserError as error:
+                skipped.append(str(error))
+                continue
+            if not paper.search:
+                skipped.append(f"{variant} on {dataset}: {paper.paper} published its values; nothing to search")
+                continue
+            bases.append(grid.base_spec(dataset, variant, budget.seed, paper.settings, recipe="paper"))
+    for line in skipped:
+        print(f"tune: skipped: {line}", flush=True)
+    if not bases:
+        raise UserError(f"tune --recipe paper: no grid study to run: {skipped[0]}")
+    spaces = {repr(study_space(base, grid.overrides)) for base in bases}
+    if len(spaces) > 1:
+        raise UserError("tune --recipe paper: these grid studies search different grids; tune one paper's variants "
+                        "at a time (--variants)")
+    return bases, grid_budget(budget, study_space(bases[0], grid.overrides))
+
+
 def make_pruner(name: str, epochs: int):
     import optuna
 
@@ -142,7 +110,7 @@ def make_pruner(name: str, epochs: int):
     raise UserError(f"unknown pruner {name!r}; use one of {', '.join(PRUNERS)}")
 
 
-def make_sampler(budget, space: dict[str, tuple[float, float] | list[Any]], seed: int):
+def make_sampler(budget: TuningBudget, space: dict[str, tuple[float, float] | list[Any]], seed: int):
     """The sampler of `budget`: TPE, or a grid sampler over `space` (lists of values only)."""
     import optuna
 
@@ -153,10 +121,10 @@ def make_sampler(budget, space: dict[str, tuple[float, float] | list[Any]], seed
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=budget.startup_trials)
 
 
-def open_study(grid, base: RunSpec, storage_url: str, budget, heartbeat: float = HEARTBEAT_SECONDS,
-               sampler_offset: int = 0):
+def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget,
+               heartbeat: float = HEARTBEAT_SECONDS, sampler_offset: int = 0):
     """Create or load the study of `base`'s cell at `storage_url` (heartbeats on, failed trials retried), with the
-    sampler and pruner of `budget` (a `bench.grid.TuningBudget`) over `study_space(grid, base)`. Several workers
+    sampler and pruner of `budget`  over `study_space(base, grid.overrides)`. Several workers
     on one study give their samplers different seeds (`sampler_offset`), so that workers started together do not
     suggest the same values."""
     import optuna
@@ -166,7 +134,7 @@ def open_study(grid, base: RunSpec, storage_url: str, budget, heartbeat: float =
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
     name = spec_study(base)
     pruner_object = make_pruner(budget.pruner, base.epochs)
-    sampler = make_sampler(budget, study_space(grid, base), budget.seed + sampler_offset)
+    sampler = make_sampler(budget, study_space(base, grid.overrides), budget.seed + sampler_offset)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     sqlite_folder(storage_url)
@@ -208,8 +176,8 @@ def check_storage(url: str) -> None:
                         "database server is running") from None
 
 
-def tune(grid, base: RunSpec, workspace, budget, *, tracker=None, progress: bool = True,
-         heartbeat: float = HEARTBEAT_SECONDS) -> dict[str, Any]:
+def tune(grid: Grid, base: RunSpec, workspace: Workspace, budget: TuningBudget, *, tracker=None,
+         progress: bool = True, heartbeat: float = HEARTBEAT_SECONDS) -> dict[str, Any]:
     """Run (or resume, or join) the study of `base`'s cell until `budget.n_trials` trials are finished; save and
     return its summary {study, n_trials, best_value, best_params, ...}. Every trial's spec comes from `grid` (a
     `bench.grid.Grid`): the cell with the suggested values, under the grid's overrides and label seed."""
@@ -227,8 +195,8 @@ def finished_trials(study) -> int:
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
 
 
-def trial_worker(grid, base: RunSpec, storage_url: str, budget, sampler_offset: int, heartbeat: float,
-                 tracking: tuple[str, str] | None, parent: str | None, data_cache: str,
+def trial_worker(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget, sampler_offset: int,
+                 heartbeat: float, tracking: tuple[str, str] | None, parent: str | None, data_cache: str,
                  worker: str | None = None) -> None:
     """Run trials of `base`'s study in a worker process until the study has `budget.n_trials` finished trials,
     counted over every worker (a local worker process or a cluster task)."""
@@ -240,7 +208,7 @@ def trial_worker(grid, base: RunSpec, storage_url: str, budget, sampler_offset: 
                worker=worker)
 
 
-def tune_locally(grid, bases: list[RunSpec], workspace, budget, plan, *,
+def tune_locally(grid: Grid, bases: list[RunSpec], workspace: Workspace, budget: TuningBudget, plan, *,
                  on_summary: Callable[[dict[str, Any]], None], tracker=None,
                  heartbeat: float = HEARTBEAT_SECONDS) -> None:
     """Tune the study of every base spec in local worker processes (`plan`: a `bench.workers.WorkerPlan`), and
@@ -293,8 +261,8 @@ def start_parent(tracker, base: RunSpec, name: str) -> str | None:
     return tracker.start(base, f"study {name}", name=f"study {base.variant} on {base.dataset}") if tracker else None
 
 
-def run_trials(study, grid, base: RunSpec, data_cache: Path, budget, *, tracker=None, parent: str | None = None,
-               progress: bool = True, worker: str | None = None) -> None:
+def run_trials(study, grid: Grid, base: RunSpec, data_cache: Path, budget: TuningBudget, *, tracker=None,
+               parent: str | None = None, progress: bool = True, worker: str | None = None) -> None:
     """Run trials of `study` in this process until `budget.n_trials` trials of it are finished, counted over every
     worker. The pruner sees each trial's running best validation mAP (the objective is the best epoch's, so a
     trial is never pruned for an epoch after its peak). Each trial is logged as a child of `parent`; `worker`
@@ -305,7 +273,7 @@ def run_trials(study, grid, base: RunSpec, data_cache: Path, budget, *, tracker=
 
     from bench.trainer import NumericalFault, Trainer
 
-    space = study_space(grid, base)
+    space = study_space(base, grid.overrides)
     val_variant, seed, n_trials = budget.objective, budget.seed, budget.n_trials
     selected = "val_map" if val_variant == "clean" else "val_map_observed"
 
@@ -354,7 +322,8 @@ def run_trials(study, grid, base: RunSpec, data_cache: Path, budget, *, tracker=
                        callbacks=[MaxTrialsCallback(n_trials, states=finished)])
 
 
-def summarize(study, base: RunSpec, workspace, budget, *, tracker=None, parent: str | None = None) -> dict[str, Any]:
+def summarize(study, base: RunSpec, workspace: Workspace, budget: TuningBudget, *, tracker=None,
+              parent: str | None = None) -> dict[str, Any]:
     """Save the study's summary to `results/tuned/`, close its MLflow parent run, and return the summary;
     UserError when no trial completed."""
     from optuna.trial import TrialState
@@ -382,25 +351,6 @@ def summarize(study, base: RunSpec, workspace, budget, *, tracker=None, parent: 
     return summary
 
 
-CONVERGENCE_GAIN = 0.5
-"""A study whose best validation mAP rose by more than this over its last third of trials is flagged as still
-improving: its budget may be too small."""
-
-
-def convergence(values: list[float | None]) -> dict[str, Any]:
-    """The tuning-convergence check of one study, from its finished trials' values in trial order (None for a
-    pruned trial): the best value after the first two thirds of them (rounded up) and after all, and whether the
-    last third gained more than CONVERGENCE_GAIN ('improving'; also when the first two thirds have no value)."""
-    early_count = math.ceil(2 * len(values) / 3)
-    early = [v for v in values[:early_count] if v is not None]
-    final = [v for v in values if v is not None]
-    best_early = max(early) if early else None
-    best = max(final) if final else None
-    gain = None if best_early is None or best is None else best - best_early
-    return {"trials": len(values), "early_trials": early_count, "best_early": best_early, "best": best,
-            "gain": gain, "improving": gain is None or gain > CONVERGENCE_GAIN}
-
-
 def study_convergence(study) -> dict[str, Any]:
     """`convergence` of an Optuna study's finished trials."""
     from optuna.trial import TrialState
@@ -410,30 +360,3 @@ def study_convergence(study) -> dict[str, Any]:
     return convergence([t.value if t.state == TrialState.COMPLETE else None for t in finished])
 
 
-def saved_summary(tuned: Path, name: str, budget) -> dict[str, Any] | None:
-    """The saved summary of study `name` if it finished under this very budget (a clone of the results has it even
-    without the Optuna database that produced it), else None: the study is then run or resumed."""
-    path = tuned_path(tuned, name)
-    if not path.is_file():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, RecursionError):
-        return None
-    if summary.get("budget") != budget.model_dump() or summary.get("n_trials", 0) < budget.n_trials:
-        return None
-    return summary
-
-
-def tuned_overrides(tuned: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(best params, hparam source) of the study `name` saved in the folder `tuned`, or None when not tuned."""
-    path = tuned_path(tuned, name)
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-        params = dict(summary["best_params"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise UserError(f"corrupt tuning result {path}: {error}; delete it or run `pamlbench tune` again") from None
-    return params, {"kind": "tuned", "study": summary["study"], "n_trials": summary["n_trials"], "values": params,
-                    "budget": summary.get("budget"), "convergence": summary.get("convergence")}

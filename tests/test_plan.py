@@ -14,8 +14,11 @@ def test_bench_plan_names_each_value_and_its_origin(project, cache_root, capsys)
                                                                        "variants = ['an', 'ls+boostlu']"))
     before = snapshot(project)
     assert main(["bench", "--config", "grid.toml", "--plan", "--set", "ls_coef=0.2", "--cache", str(cache_root)]) == 0
-    out = capsys.readouterr().out.splitlines()
-    an, boosted, summary = out
+    lines = capsys.readouterr().out.splitlines()
+    skipped = [line for line in lines if line.startswith("bench: skipped: ")]
+    assert [line.split(" (run")[0] for line in skipped] == [
+        f"bench: skipped: tuned recipe: no tuned study for {v} on digits-mosaic" for v in ("an", "ls+boostlu")]
+    an, boosted, summary = [line for line in lines if line not in skipped]
     assert an.startswith("digits-mosaic an seed=0 recipe=defaults [recorded]: ") and "lr=0.003 (default)" in an
     assert "epochs=1 (grid file)" in an and "batch_size=32 (default)" in an and "boost_alpha" not in an
     assert boosted.startswith("digits-mosaic ls+boostlu seed=0 recipe=defaults [to train]: ")

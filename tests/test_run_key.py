@@ -37,6 +37,7 @@ VALUES = {
     str: st.text(max_size=12),
     bool: st.booleans(),
     float | None: st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+    int | None: st.one_of(st.none(), st.integers(-2**40, 2**40)),
     str | None: st.one_of(st.none(), st.text(max_size=12)),
     tuple[tuple[str, typing.Any], ...]: st.dictionaries(st.text(min_size=1, max_size=8), SCALARS, max_size=4).map(
         lambda d: tuple(sorted(d.items()))),

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from bench.grid import Grid, TuningBudget
-from bench.tuning import convergence, saved_summary, spec_study, tune_locally, tuned_path
+from bench.studies import convergence, saved_summary, spec_study, tuned_path
+from bench.tuning import tune_locally
 from bench.workers import WorkerPlan
 from bench.workspace import Workspace
 

@@ -53,10 +53,17 @@ def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path
     assert len(children) == 4 and children["metrics.val_map"].notna().all()
     # the grid now trains the tuned hyperparameters and says so
     assert main(["bench", "--config", "grid.toml", "--cache", str(cache)]) == 0
-    record = read_records(tmp_path / "results")[0]
-    assert record["hparam_source"] == {"kind": "tuned", "study": name, "n_trials": 4, "overrides": {"epochs": 3}}
+    records = {r["spec"]["recipe"]: r for r in read_records(tmp_path / "results")}
+    assert set(records) == {"tuned", "defaults"}  # the mosaics' recipes: the study's best values, and the defaults
+    record = records["tuned"]
+    source = record["hparam_source"]
+    assert (source["kind"], source["study"], source["n_trials"], source["overrides"]) == ("tuned", name, 4,
+                                                                                          {"epochs": 3})
+    assert source["values"] == study.best_params and source["budget"]["n_trials"] == 4
     assert record["spec"]["lr"] == pytest.approx(study.best_params["lr"])
-    assert "| ls (tuned)" in (tmp_path / "leaderboard.md").read_text()
+    assert records["defaults"]["spec"]["lr"] == 3e-3
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "### Recipe: tuned" in board and f"tuned: 4 trials, study {name}" in board
     runs = mlflow.search_runs(experiment_names=["digits-mosaic/single-positive"],
                               filter_string="metrics.final_test_map > 0")
     bench_run = runs[runs["tags.pamlbench.run_key"] == record["run_key"]]
@@ -120,17 +127,19 @@ def test_two_workers_on_postgresql_share_a_study_and_a_grid(tmp_path, cache_root
     assert all(worker.returncode == 0 for worker in benches), outputs
     trained = [line.split("] ")[1].split(":")[0] for out, _ in outputs for line in out.splitlines()
                if "val mAP" in line]
-    assert sorted(trained) == sorted(set(trained)) and len(trained) == 4  # each cell once
-    assert len(read_records(tmp_path / "results")) == 4
+    # an under both recipes (tuned, defaults), wan under defaults alone (its study was not run): each cell once
+    assert sorted(trained) == sorted(set(trained)) and len(trained) == 6
+    assert sum("(tuned recipe)" in cell for cell in trained) == 2
+    assert len(read_records(tmp_path / "results")) == 6
     engine = sa.create_engine(postgres_url)
     with engine.connect() as connection:
         statuses = connection.execute(sa.text("SELECT status FROM pamlbench_claims")).scalars().all()
     engine.dispose()
-    assert statuses == ["done"] * 4
+    assert statuses == ["done"] * 6
 
 
 def test_tuning_ranges_follow_the_dataset(capsys):
-    from bench.tuning import search_ranges
+    from bench.studies import search_ranges
 
     voc = search_ranges("voc", "ll-r+boostlu")
     assert voc["lr"] == pytest.approx((1e-6, 1e-4))  # around VOC's 1e-5: the papers' value can be tried
