@@ -62,6 +62,13 @@ def gpu_share(text: str) -> float:
     return value
 
 
+def weights_argument(value: str) -> str:
+    """`--weights`: 'imagenet' (the torch cache), 'none' (random initialisation) or an existing file."""
+    if value not in ("imagenet", "none") and not Path(value).is_file():
+        raise argparse.ArgumentTypeError(f"weights file {value} does not exist (give 'imagenet', 'none' or a file)")
+    return value
+
+
 def parse_assignments(items: list[str]) -> dict[str, Any]:
     """['lr=0.01', 'epochs=3'] -> {'lr': '0.01', 'epochs': '3'} (values are typed by the hyperparameter)."""
     values = {}

@@ -129,13 +129,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     spec = make_spec(dataset, args.method, args.seed, overrides=overrides, protocol=args.protocol,
                      label_seed=args.label_seed, device=resolve_device(args.device),
                      data_dir=folder_argument(args.data, "--data"), weights=args.weights)
-    if args.weights not in (None, "imagenet", "none") and not Path(args.weights).is_file():
-        raise UserError(f"weights file {args.weights} does not exist")
     source = {"kind": "manual", "values": overrides} if overrides else {"kind": "defaults"}
     workspace = workspace_from(args)
     claims, tracker = open_stores(args, workspace)
     workspace.ensure_writable()
-    outcome = run_spec(spec, workspace, hparam_source=source, claims=claims, tracker=tracker)
+    outcome = run_spec(spec, workspace, hparam_source=source, claims=claims, tracker=tracker,
+                       on_epoch=epoch_printer(spec.epochs) if sys.stderr.isatty() else None)
     if outcome.state == "elsewhere":
         print(outcome_line(spec, outcome))
         return
@@ -147,6 +146,15 @@ def cmd_run(args: argparse.Namespace) -> None:
                       for name, choice in record["selections"].items())
     print(f"{spec.variant} on {spec.dataset} seed {spec.seed} ({outcome.state}, run {record['run_key']}): test mAP "
           f"by selection: {picks}")
+
+
+def epoch_printer(epochs: int):
+    """`run`'s progress on a terminal: one line per finished epoch on stderr."""
+    def show(epoch: int, point: dict[str, float]) -> None:
+        print(f"epoch {epoch}/{epochs}: train loss {point['train_loss']:.4f}, val mAP {point['val_map']:.2f}, test "
+              f"mAP {point['test_map']:.2f}", file=sys.stderr, flush=True)
+
+    return show
 
 
 def tracker_from(args: argparse.Namespace, workspace: Workspace):
@@ -177,7 +185,7 @@ def grid_from(args: argparse.Namespace):
     grid = load_grid(grid_file(args.config)).narrow(
         datasets=args.dataset, variants=args.variants, seeds=getattr(args, "seeds", None), overrides=overrides,
         data=folder_argument(args.data, "--data"), device=args.device, label_seed=args.label_seed,
-        recipes=args.recipe)
+        recipes=args.recipe, weights=args.weights)
     grid.check_overrides(list(overrides), "--set")
     return grid
 

@@ -84,8 +84,8 @@ class GridFile(BaseModel):
 @dataclass(frozen=True)
 class Grid:
     """A benchmark grid. `overrides` apply to every cell that uses them (e.g. {'epochs': 2}); `data_dirs` maps
-    dataset -> folder; `recipes` are run on every dataset (None: each dataset's own, `Dataset.recipes`); `tuning` is
-    the budget of every study."""
+    dataset -> folder; `recipes` are run on every dataset (None: each dataset's own, `Dataset.recipes`); `weights`
+    are the backbone weights of every cell (None: each dataset's default); `tuning` is the budget of every study."""
 
     datasets: list[str]
     variants: list[str]
@@ -96,11 +96,13 @@ class Grid:
     overrides: dict[str, Any] = field(default_factory=dict)
     data_dirs: dict[str, str] = field(default_factory=dict)
     recipes: list[str] | None = None
+    weights: str | None = None
     tuning: TuningBudget = field(default_factory=TuningBudget)
 
     def narrow(self, *, datasets: list[str] | None = None, variants: list[str] | None = None,
                seeds: list[int] | None = None, overrides: dict[str, Any] | None = None, data: str | None = None,
-               device: str | None = None, label_seed: int | None = None, recipes: list[str] | None = None) -> Grid:
+               device: str | None = None, label_seed: int | None = None, recipes: list[str] | None = None,
+               weights: str | None = None) -> Grid:
         """This grid restricted or changed by command-line options; None keeps the grid's value. `data` is the
         folder of every selected dataset; `overrides` are added to (and win over) the grid's."""
         chosen = datasets or self.datasets
@@ -109,6 +111,7 @@ class Grid:
                                    seeds=seeds if seeds is not None else self.seeds,
                                    overrides={**self.overrides, **(overrides or {})}, data_dirs=data_dirs,
                                    device=device or self.device, recipes=recipes or self.recipes,
+                                   weights=weights or self.weights,
                                    label_seed=self.label_seed if label_seed is None else label_seed)
 
     def recipes_for(self, dataset: str) -> list[str]:
@@ -132,7 +135,7 @@ class Grid:
         overrides."""
         return make_spec(dataset, variant, seed, overrides={**(extra or {}), **self.overrides},
                          protocol=self.protocol, label_seed=self.label_seed, device=resolve_device(self.device),
-                         data_dir=self.data_dirs.get(dataset), strict=False, recipe=recipe)
+                         data_dir=self.data_dirs.get(dataset), strict=False, recipe=recipe, weights=self.weights)
 
     def study(self, dataset: str, variant: str, paper: PaperRecipe | None = None) -> str:
         """The tuning study name of (dataset, variant) under this grid's settings: the equal-budget study, or with

@@ -14,6 +14,7 @@ from bench.arguments import (
     gpu_share,
     integer,
     positive_seconds,
+    weights_argument,
 )
 from bench.claims import HEARTBEAT_SECONDS
 from bench.cluster import DEFAULT_RETRIES, EMBEDDED_GPU_SHARE
@@ -25,6 +26,8 @@ DESCRIPTION = "The `pamlbench` command line: list, data info, data prepare, run,
 DEFAULT_LEADERBOARD = Path("leaderboard.md")
 DEFAULT_GRID = Path("benchmark.toml")
 FORMAT_SUFFIX = {"md": "md", "csv": "csv", "latex": "tex"}
+WEIGHTS_HELP = ("backbone weights: 'imagenet' (torch cache, the real datasets' default), 'none' (random "
+                "initialisation) or a local state-dict file")
 
 
 def storage_options(*, results: bool = True, cache: bool = True, threads: bool = True,
@@ -62,6 +65,7 @@ def add_grid_options(parser: argparse.ArgumentParser, *, seeds: bool = True) -> 
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="hyperparameter override for every cell that uses it, repeatable")
     parser.add_argument("--data", help="prepared dataset folder of the selected datasets")
+    parser.add_argument("--weights", type=weights_argument, help=WEIGHTS_HELP)
     parser.add_argument("--recipe", action="append", choices=RECIPES,
                         help="where the settings come from (repeatable): tuned (the equal-budget study's best), paper "
                              "(the method's own paper; with tune, its grid study), defaults (default: the grid "
@@ -128,7 +132,7 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], None]]) -> a
     run.add_argument("--label-seed", type=SEED, default=COLE_SEED,
                      help=f"seed of the observed-label draw (default {COLE_SEED})")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    run.add_argument("--weights", help="backbone weights: 'imagenet' (torch cache) or a local file")
+    run.add_argument("--weights", type=weights_argument, help=WEIGHTS_HELP)
     run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="hyperparameter override (the trainer's or the method's own), repeatable")
     run.add_argument("--data", help="prepared dataset folder (for datasets that need one)")

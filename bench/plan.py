@@ -37,7 +37,7 @@ def value_origins(spec: RunSpec, source: dict[str, Any], *, cli: set[str],
 def plan_line(spec: RunSpec, origins: dict[str, tuple[Any, str]], status: str) -> str:
     """One cell: its name, what will happen to it, and every value with its origin."""
     settings = ", ".join(f"{name}={value} ({origin})" for name, (value, origin) in origins.items())
-    data = f", data {spec.data_dir}" if spec.data_dir else ""
+    data = (f", weights {spec.weights}" if spec.weights else "") + (f", data {spec.data_dir}" if spec.data_dir else "")
     return (f"{spec.dataset} {spec.variant} seed={spec.seed} recipe={spec.recipe} [{status}]: {settings}; label seed "
             f"{spec.label_seed}, "
             f"{spec.protocol}, device {spec.device}{data}")

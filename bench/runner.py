@@ -57,9 +57,10 @@ def base_record(spec: RunSpec, key: str, identity: dict[str, Any], hparam_source
 
 def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None = None,
              hparam_source: dict[str, Any] | None = None, progress: bool = True,
-             tracker: Tracker | None = None) -> Outcome:
+             tracker: Tracker | None = None,
+             on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Outcome:
     """Train `spec` unless it is recorded or another worker has it; see the module docstring. With a `tracker`,
-    the run is also logged to MLflow."""
+    the run is also logged to MLflow; `on_epoch(epoch, point)` is called after every epoch it trains."""
     identity = spec.identity(workspace.data_cache)
     key = spec.key(identity)
     claims = claims or ClaimStore(workspace.claims_url())
@@ -71,10 +72,15 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
             return skipped
         stop_heartbeat = claims.keep_alive(key)
         run_id = tracker.start(spec, key) if tracker else None
-        on_epoch = (lambda epoch, point: tracker.epoch(run_id, epoch, point)) if tracker else None
+        def after_epoch(epoch: int, point: dict[str, float]) -> None:
+            if tracker:
+                tracker.epoch(run_id, epoch, point)
+            if on_epoch:
+                on_epoch(epoch, point)
+
         record = train_record(spec, key, identity, hparam_source or {"kind": "defaults"},
                               data_cache=workspace.data_cache, checkpoint_dir=workspace.checkpoints, progress=progress,
-                              on_epoch=on_epoch)
+                              on_epoch=after_epoch)
         write_record(workspace.results, record)
         resume.unlink(missing_ok=True)
         claims.finish(key, record)

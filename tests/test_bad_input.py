@@ -75,6 +75,8 @@ CASES = {
     "cuda without a GPU": (["run", "--method", "an", "--device", "cuda"], "no CUDA GPU is visible"),
     "missing backbone weights file": (["run", "--method", "an", "--set", "backbone=resnet50", "--weights",
                                        "missing.pth"], "weights file missing.pth does not exist"),
+    "missing weights file for a grid": (["bench", "--weights", "missing.pth"], "weights file missing.pth does not"),
+    "missing weights file for tuning": (["tune", "--weights", "missing.pth"], "weights file missing.pth does not"),
     "unknown backbone": (["run", "--method", "an", "--set", "backbone=vgg"], "is not one of small-cnn"),
     # numbers out of their domain
     "negative seed": (["run", "--method", "an", "--seed", "-1"], "a seed -1 must be in [0, 4294967296)"),

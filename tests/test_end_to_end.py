@@ -114,3 +114,35 @@ def test_list_shows_plugins(tmp_path):
     assert "METHOD+li (LinearInit" in listing.stdout and "freeze_backbone = False  valid true/false" in listing.stdout
     assert "li_epochs = 25" in listing.stdout and "li_lr = 0.0001" in listing.stdout
     assert "digits-mosaic" in pamlbench("list", "datasets", cwd=tmp_path).stdout
+
+
+@pytest.mark.slow
+def test_run_shows_each_epoch_on_a_terminal(tmp_path, cache_root):
+    import pty
+    import threading
+
+    terminal, child_side = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--method", "an", "--set", "epochs=2",
+                                "--no-tracking", "--results", "results", "--cache", str(cache_root)],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=child_side, text=True)
+    os.close(child_side)
+    shown = []
+
+    def read_terminal() -> None:  # read as it comes, so that the progress bars never fill the terminal's buffer
+        while True:
+            try:
+                chunk = os.read(terminal, 4096)
+            except OSError:  # the child closed its side
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+
+    reader = threading.Thread(target=read_terminal)
+    reader.start()
+    out, _ = process.communicate(timeout=600)
+    reader.join(timeout=60)
+    os.close(terminal)
+    text = b"".join(shown).decode(errors="replace")
+    assert process.returncode == 0 and "test mAP by selection" in out
+    assert "epoch 1/2: train loss " in text and "epoch 2/2: train loss " in text

@@ -54,6 +54,9 @@ def test_another_recipe_on_voc_and_the_recipes_of_a_grid_file(voc, tmp_path, mon
     common = ["--dataset", "voc", "--data", str(voc), "--variants", "ll-r", "--cache", str(tmp_path / "cache")]
     lines, _ = plan_lines(capsys, *common, "--recipe", "defaults")
     assert "recipe=defaults" in lines["ll-r"] and "batch_size=8 (default)" in lines["ll-r"]
+    assert "weights imagenet" in lines["ll-r"]                  # the real datasets' default weights
+    lines, _ = plan_lines(capsys, *common, "--weights", "none")
+    assert "weights none" in lines["ll-r"]
     Path("grid.toml").write_text('datasets = ["voc"]\nvariants = ["ll-r"]\nseeds = [0]\nrecipes = ["defaults"]\n')
     lines, _ = plan_lines(capsys, *common, "--config", "grid.toml")
     assert "recipe=defaults" in lines["ll-r"]
