@@ -69,6 +69,9 @@ def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path
     bench_run = runs[runs["tags.pamlbench.run_key"] == record["run_key"]]
     assert len(bench_run) == 1 and bench_run["metrics.final_test_map"].iloc[0] == pytest.approx(record["test_map"])
     assert bench_run["params.seed"].iloc[0] == "0" and bench_run["tags.git_commit"].iloc[0]
+    # the per-epoch curve is steps 1..3 of test_map, and nothing else is logged under that key
+    history = mlflow.MlflowClient().get_metric_history(bench_run["run_id"].iloc[0], "test_map")
+    assert [(m.step, m.value) for m in history] == [(p["epoch"], pytest.approx(p["test_map"])) for p in record["curve"]]
 
 
 @pytest.mark.slow
