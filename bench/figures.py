@@ -39,8 +39,9 @@ from bench.rundata import load_splits, normalise  # noqa: E402
 from bench.spec import TRAINING_HPARAMS, RunSpec  # noqa: E402
 from bench.workspace import Workspace  # noqa: E402
 
-SETTING = ["protocol", "label_seed", "backbone", "training", "epochs", "numerics"]
-"""What separates two figures of one dataset."""
+FIGURE_GROUPS = ["protocol", "label_seed", "backbone", "training", "epochs", "numerics"]
+"""What separates two figures of one dataset: a leaderboard setting (`bench.frame.SETTING_COLUMNS`) and, unlike
+the tables, also the number of epochs (curves of different lengths are never drawn in one panel)."""
 
 
 def picks() -> dict[str, Any]:
@@ -83,7 +84,7 @@ def record_figures(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: 
     by_key = {r["run_key"]: r for r in records}
     chosen = picks()
     written = []
-    for (dataset, *setting), runs in done.groupby(["dataset", *SETTING]):
+    for (dataset, *setting), runs in done.groupby(["dataset", *FIGURE_GROUPS]):
 
         slug = file_slug(dataset, *setting)
         keys = {variant: list(group.sort_values("seed").run_key) for variant, group in runs.groupby("variant")}

@@ -51,7 +51,7 @@ def test_a_returned_record_is_committed_with_its_weights(workspace, tmp_path):
     identity = spec.identity(workspace.data_cache)
     key = spec.key(identity)
     record = train_record(spec, key, identity, {"kind": "defaults"}, data_cache=workspace.data_cache,
-                          checkpoints=tmp_path / "worker-checkpoints", progress=False)
+                          checkpoint_dir=tmp_path / "worker-checkpoints", progress=False)
     claims = ClaimStore(workspace.claims_url())
     workspace.ensure_writable()
     assert claims.claim(key)
