@@ -27,7 +27,7 @@ RECIPES = ("tuned", "paper", "defaults")
 """Every recipe, in the leaderboard's order."""
 
 DESCRIPTIONS = {
-    "tuned": "every variant tuned with the same budget (its study's best values)",
+    "tuned": "every variant tuned with the same budget, at its study's best values",
     "paper": "each method's own paper: its settings on that dataset and its epoch-selection rule",
     "defaults": "the dataset's default settings and each method's declared defaults",
 }
