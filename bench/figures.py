@@ -148,6 +148,13 @@ def pick(records: list[dict[str, Any]], dataset: str, variant: str) -> dict[str,
     return None
 
 
+def picked_records(records: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    """The records whose best-epoch weights the checkpoint figures of `dataset` read."""
+    chosen = picks()
+    variants = [chosen["attribution"]["oracle"], chosen["attribution"]["plain"], *chosen["cam_examples"]]
+    return [record for record in (pick(records, dataset, variant) for variant in variants) if record is not None]
+
+
 def checkpoint_figure_names(records: list[dict[str, Any]], dataset: str) -> list[tuple[str, str]]:
     """[(file name, caption)] of the checkpoint figures whose records exist for `dataset`."""
     chosen = picks()
@@ -172,14 +179,11 @@ class LoadedModel:
         self.model = build_model(spec, splits.test.images.shape[1], len(splits.class_names))
         path = checkpoints.best_file(workspace.checkpoints, record["run_key"])
         if not path.exists():
-            threads = record.get("numerics", {}).get("threads")
             raise UserError(
                 f"the best-epoch weights of {spec.variant} seed {spec.seed} on {spec.dataset} ({path}) are not here: "
                 "checkpoints stay on the machine that trained a cell and are not committed, so the committed figures "
-                f"stand; to redraw them, train that cell again into a scratch folder: `pamlbench run --method "
-                f"{spec.variant} --seed {spec.seed} --dataset {spec.dataset}"
-                + (f" --threads {threads}" if threads else "") + " --results /tmp/redraw` (the same numerics give "
-                "the same run key), then `pamlbench figures`")
+                "stand; to redraw them, `pamlbench figures --train` trains those cells again first (the same code and "
+                "numerics give the same run key and weights; the records are not touched)")
         self.model.load_state_dict(checkpoints.load_model_weights(path))
         self.model.eval()
         shape = (1, -1, 1, 1)

@@ -175,6 +175,9 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], None]]) -> a
 
     figures_cmd = commands.add_parser("figures", help="draw the CAM figures from the best-epoch checkpoints",
                                       parents=[storage_options(storage=False)])
+    figures_cmd.add_argument("--train", action="store_true",
+                             help="first train again the cells whose best-epoch weights are missing (the same run "
+                                  "key gives the same weights), into a scratch results folder; records are untouched")
     figures_cmd.add_argument("--dataset", action="append", default=None,
                              help="datasets (default: every dataset with records)")
     figures_cmd.set_defaults(handler=handlers["figures"])

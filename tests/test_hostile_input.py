@@ -240,8 +240,9 @@ def test_a_closed_pipe_ends_quietly(project):
 
 
 def test_figures_on_a_clone_without_checkpoints_say_how_to_get_them(project, cache_root, capsys):
-    """A fresh clone has the records but not the best-epoch weights: `figures` says which cell to train and how,
-    instead of sending the user to a `make bench` that trains nothing."""
+    """A fresh clone has the records but not the best-epoch weights: `figures` says how to get them instead of
+    sending the user to a `make bench` that trains nothing, and `figures --train` trains those cells again (the
+    same run keys, so the same weights) and draws, leaving the records as they are."""
     from bench.cli import main
 
     Path("grid.toml").write_text(Path("grid.toml").read_text().replace("['an']", "['an', 'full']"))
@@ -253,4 +254,13 @@ def test_figures_on_a_clone_without_checkpoints_say_how_to_get_them(project, cac
     assert main(["figures", "--cache", str(fresh_cache)]) == 0
     out = capsys.readouterr().out
     assert "figures: skipped for digits-mosaic: the best-epoch weights of" in out
-    assert "pamlbench run --method" in out and "--results /tmp/redraw" in out and "make bench" not in out
+    assert "pamlbench figures --train" in out and "make bench" not in out
+    records = snapshot(project / "results")
+    assert main(["figures", "--train", "--cache", str(fresh_cache)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("figures: training ") == 2 and "cannot train" not in out
+    keys = {path.stem for path in (project / "results").glob("*.json")}
+    assert {path.stem for path in (fresh_cache / "checkpoints").glob("*.pt")} == keys  # the records' own run keys
+    assert (project / "results" / "figures" / "cam_attribution_digits-mosaic.png").exists()
+    assert {k: v for k, v in snapshot(project / "results").items() if "figures" not in k} == {
+        k: v for k, v in records.items() if "figures" not in k}
