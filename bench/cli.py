@@ -371,6 +371,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
+    from bench.figures import train_missing_weights
     from bench.records import read_records
 
     workspace = workspace_from(args)
@@ -381,38 +382,8 @@ def cmd_figures(args: argparse.Namespace) -> None:
     if args.train:
         workspace.ensure_writable()
         for dataset in datasets:
-            restore_weights(records, dataset, workspace)
+            train_missing_weights(records, dataset, workspace)
     figures(workspace, datasets, redraw=True)
-
-
-def restore_weights(records: list[dict[str, Any]], dataset: str, workspace: Workspace) -> None:
-    """Train again, into a scratch results folder, each cell the checkpoint figures of `dataset` read whose best-epoch
-    weights are missing here, at the record's thread count. Only a cell whose run key this machine reproduces (the
-    same code, data and numerics) is trained: its weights are then the recorded run's."""
-    import tempfile
-
-    import torch
-
-    from bench.checkpoints import best_file
-    from bench.figures import picked_records
-    from bench.runner import run_spec
-    from bench.spec import RunSpec
-
-    for record in picked_records(records, dataset):
-        if best_file(workspace.checkpoints, record["run_key"]).exists():
-            continue
-        spec = RunSpec.from_dict(record["spec"])
-        torch.set_num_threads(record.get("numerics", {}).get("threads") or torch.get_num_threads())
-        key = spec.key(spec.identity(workspace.data_cache))
-        if key != record["run_key"]:
-            print(f"figures: cannot train {spec.variant} seed {spec.seed} on {dataset} again here: this code, data "
-                  f"or numerics give the run key {key}, not the record's {record['run_key']}")
-            continue
-        print(f"figures: training {spec.variant} seed {spec.seed} on {dataset} again for its best-epoch weights",
-              flush=True)
-        with tempfile.TemporaryDirectory(prefix="pamlbench-redraw-") as scratch:
-            run_spec(spec, Workspace(results=Path(scratch), cache=workspace.cache),
-                     hparam_source=record.get("hparam_source"))
 
 
 HANDLERS = {"list": cmd_list, "data info": cmd_data_info, "data prepare": cmd_data_prepare, "run": cmd_run,

@@ -11,11 +11,14 @@ From the best-epoch checkpoints (`checkpoint_figures`, drawn by `make bench` and
   class-activation-map attribution on true positive classes (the largest CAM cell of the class) for a full-label
   model, an AN model, and the same AN model with BoostLU at inference;
 - a grid of test images with the CAMs of one positive class each, without and with BoostLU.
+Checkpoints are not committed: on a clone, `train_missing_weights` (`pamlbench figures --train`) trains the picked
+cells again when this machine reproduces their run keys.
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +156,29 @@ def picked_records(records: list[dict[str, Any]], dataset: str) -> list[dict[str
     chosen = picks()
     variants = [chosen["attribution"]["oracle"], chosen["attribution"]["plain"], *chosen["cam_examples"]]
     return [record for record in (pick(records, dataset, variant) for variant in variants) if record is not None]
+
+
+def train_missing_weights(records: list[dict[str, Any]], dataset: str, workspace: Workspace) -> None:
+    """Train again, into a scratch results folder, each cell the checkpoint figures of `dataset` read whose best-epoch
+    weights are missing here, at the record's thread count. Only a cell whose run key this machine reproduces (the
+    same code, data and numerics) is trained: its weights are then the recorded run's."""
+    from bench.runner import run_spec
+
+    for record in picked_records(records, dataset):
+        if checkpoints.best_file(workspace.checkpoints, record["run_key"]).exists():
+            continue
+        spec = RunSpec.from_dict(record["spec"])
+        torch.set_num_threads(record.get("numerics", {}).get("threads") or torch.get_num_threads())
+        key = spec.key(spec.identity(workspace.data_cache))
+        if key != record["run_key"]:
+            print(f"figures: cannot train {spec.variant} seed {spec.seed} on {dataset} again here: this code, data "
+                  f"or numerics give the run key {key}, not the record's {record['run_key']}")
+            continue
+        print(f"figures: training {spec.variant} seed {spec.seed} on {dataset} again for its best-epoch weights",
+              flush=True)
+        with tempfile.TemporaryDirectory(prefix="pamlbench-redraw-") as scratch:
+            run_spec(spec, Workspace(results=Path(scratch), cache=workspace.cache),
+                     hparam_source=record.get("hparam_source"))
 
 
 def checkpoint_figure_names(records: list[dict[str, Any]], dataset: str) -> list[tuple[str, str]]:
