@@ -119,16 +119,16 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from bench.grid import load_grid
+    from bench.grid import load_grid, refuse_unkeyed_features
     from bench.rundata import resolve_device
     from bench.runner import Outcome, outcome_line, run_spec
     from bench.spec import make_spec
 
     overrides = parse_assignments(args.set)
     dataset = args.dataset or load_grid(registry.PROJECT_ROOT / DEFAULT_GRID).datasets[0]
-    spec = make_spec(dataset, args.method, args.seed, overrides=overrides, protocol=args.protocol,
+    spec = refuse_unkeyed_features(make_spec(dataset, args.method, args.seed, overrides=overrides, protocol=args.protocol,
                      label_seed=args.label_seed, device=resolve_device(args.device),
-                     data_dir=folder_argument(args.data, "--data"), weights=args.weights)
+                     data_dir=folder_argument(args.data, "--data"), weights=args.weights))
     source = {"kind": "manual", "values": overrides} if overrides else {"kind": "defaults"}
     workspace = workspace_from(args)
     claims, tracker = open_stores(args, workspace)

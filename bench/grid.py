@@ -36,6 +36,19 @@ Name = Annotated[str, Field(min_length=1)]
 Scalar = bool | int | float | str
 
 
+def refuse_unkeyed_features(spec: RunSpec) -> RunSpec:
+    """`spec`, or UserError when it would train on cached features of a backbone given as `--weights none`.
+
+    The feature cache (`bench.features`) names a random initialisation by its seed only when no weights are given at
+    all, so with the explicit 'none' two seeds would share one cache although their random backbones differ. Until
+    the cache key treats 'none' like no weights, such a run is refused rather than trained on the wrong features."""
+    if spec.weights == "none" and (spec.freeze_backbone or spec.linear_init):
+        raise UserError(f"{spec.variant}: the linear setting and LinearInit need a pretrained backbone here "
+                        f"(--weights imagenet or a file; a mosaic's seeded random one is used without --weights): "
+                        f"with --weights none the feature cache cannot tell the seeds' random backbones apart")
+    return spec
+
+
 class TuningBudget(BaseModel):
     """The one budget every study of a grid gets (the grid file's `[tuning]` table; `tune` options override it):
     a TPE sampler with `startup_trials` random trials first (or, for a paper's grid study, `bench.tuning.grid_budget`,
@@ -133,9 +146,10 @@ class Grid:
                   recipe: str = "defaults") -> RunSpec:
         """The RunSpec of one cell with the grid's options, `extra` hyperparameters (the recipe's) under the grid's
         overrides."""
-        return make_spec(dataset, variant, seed, overrides={**(extra or {}), **self.overrides},
-                         protocol=self.protocol, label_seed=self.label_seed, device=resolve_device(self.device),
-                         data_dir=self.data_dirs.get(dataset), strict=False, recipe=recipe, weights=self.weights)
+        return refuse_unkeyed_features(
+            make_spec(dataset, variant, seed, overrides={**(extra or {}), **self.overrides},
+                      protocol=self.protocol, label_seed=self.label_seed, device=resolve_device(self.device),
+                      data_dir=self.data_dirs.get(dataset), strict=False, recipe=recipe, weights=self.weights))
 
     def study(self, dataset: str, variant: str, paper: PaperRecipe | None = None) -> str:
         """The tuning study name of (dataset, variant) under this grid's settings: the equal-budget study, or with

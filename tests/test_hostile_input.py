@@ -167,6 +167,13 @@ CASES = {
                          "--retries -1 must be at least 0"),
     "image cache of size 0": (nothing, ["data", "prepare", "voc", "--raw", "results", "--out", "v", "--size", "0"],
                               "--size 0 must be in [1, 4097)"),
+    "linear setting on --weights none": (nothing, [*RUN, "--set", "freeze_backbone=true", "--weights", "none"],
+                                         "the feature cache cannot tell the seeds' random backbones apart"),
+    "LinearInit on --weights none in a grid": (nothing, ["bench", "--config", "grid.toml", "--variants", "role+li",
+                                                          "--weights", "none"], "cannot tell the seeds' random"),
+    "linear study on --weights none": (nothing, ["tune", "--config", "grid.toml", "--variants", "an", "--set",
+                                                 "freeze_backbone=true", "--weights", "none"],
+                                       "cannot tell the seeds' random"),
     # tuning budgets
     "unknown key in [tuning]": (grid(BASE + "[tuning]\ntrials = 5\n"), ["tune", "--config", "hostile.toml"],
                                 "field 'tuning.trials': Extra inputs are not permitted"),
