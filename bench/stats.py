@@ -16,14 +16,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from scipy import stats
+from scipy import special
 
 CONFIDENCE = 0.95
 
 
 def t_quantile(n: int) -> float:
-    """t(0.975, n - 1): the factor of the 95 % interval of a mean over n values (n >= 2)."""
-    return float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1))
+    """t(0.975, n - 1): the factor of the 95 % interval of a mean over n values (n >= 2). This is the inverse of
+    Student's t distribution function, `scipy.stats.t.ppf`, computed by the function that it calls (`stdtrit`),
+    without the second of import time that `scipy.stats` costs every command."""
+    return float(special.stdtrit(n - 1, 0.5 + CONFIDENCE / 2))
 
 
 def mean(values: list[float]) -> float:

@@ -1,12 +1,23 @@
-"""Shared fixtures: one dataset cache for the whole session (digits-mosaic is built once), fresh results folders."""
+"""Shared fixtures: one dataset cache for the whole session (digits-mosaic is built once), fresh results folders,
+and test plugins on PAMLBENCH_PLUGIN_PATH (mini-mosaic, methods that fail on purpose)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures import TEST_PLUGINS, plugin_path
 
 from bench.workspace import Workspace
+
+
+@pytest.fixture
+def mini_mosaic() -> Iterator[str]:
+    """The dataset name 'mini-mosaic' (digits-mosaic's construction at an eighth of its size), registered for this
+    test and for the commands it starts: for tests of whole commands whose subject is not the dataset."""
+    with plugin_path(TEST_PLUGINS):
+        yield "mini-mosaic"
 
 
 @pytest.fixture(scope="session")
@@ -43,18 +54,13 @@ class OutOfMemory(Method):
 
 
 @pytest.fixture
-def faulty_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An extra plugin folder (PAMLBENCH_PLUGIN_PATH) with methods that fail on purpose."""
-    from bench import registry
-
+def faulty_plugins(tmp_path: Path) -> Iterator[Path]:
+    """An extra plugin folder (on PAMLBENCH_PLUGIN_PATH) with methods that fail on purpose."""
     root = tmp_path / "plugins"
     (root / "methods").mkdir(parents=True)
     (root / "methods" / "faulty.py").write_text(FAULTY_METHODS)
-    monkeypatch.setenv("PAMLBENCH_PLUGIN_PATH", str(root))
-    registry.methods.cache_clear()
-    yield root
-    monkeypatch.delenv("PAMLBENCH_PLUGIN_PATH")
-    registry.methods.cache_clear()
+    with plugin_path(root):
+        yield root
 
 
 @pytest.fixture(scope="session")

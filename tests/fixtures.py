@@ -1,18 +1,46 @@
 """Test inputs and helpers: small fixture trees in the official formats of the real datasets (real file layouts,
-real JPEGs), a small digits-mosaic grid file, and what tests of whole `pamlbench` runs compare."""
+real JPEGs), a small grid file, and what tests of whole `pamlbench` runs compare."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
+"""Plugins for tests only: `datasets/mini_mosaic.py`."""
 
-def write_grid(path: Path, variants: list[str], seeds: list[int], epochs: int) -> Path:
-    """A digits-mosaic grid file of `variants` x `seeds` on the CPU, `epochs` epochs each."""
-    path.write_text(f"datasets = ['digits-mosaic']\nvariants = {variants!r}\nseeds = {seeds!r}\ndevice = 'cpu'\n"
+
+@contextlib.contextmanager
+def plugin_path(root: Path) -> Iterator[Path]:
+    """`root` added to PAMLBENCH_PLUGIN_PATH (subprocesses started meanwhile inherit it) and the registry read again;
+    both are restored afterwards."""
+    from bench import registry
+
+    saved = os.environ.get("PAMLBENCH_PLUGIN_PATH")
+    os.environ["PAMLBENCH_PLUGIN_PATH"] = os.pathsep.join(filter(None, [saved, str(root)]))
+    registry.methods.cache_clear()
+    registry.datasets.cache_clear()
+    try:
+        yield root
+    finally:
+        if saved is None:
+            os.environ.pop("PAMLBENCH_PLUGIN_PATH", None)
+        else:
+            os.environ["PAMLBENCH_PLUGIN_PATH"] = saved
+        registry.methods.cache_clear()
+        registry.datasets.cache_clear()
+
+
+def write_grid(path: Path, variants: list[str], seeds: list[int], epochs: int, dataset: str = "mini-mosaic") -> Path:
+    """A grid file of `variants` x `seeds` on the CPU, `epochs` epochs each, on `dataset` (mini-mosaic by default,
+    which needs the `mini_mosaic` fixture)."""
+    path.write_text(f"datasets = [{dataset!r}]\nvariants = {variants!r}\nseeds = {seeds!r}\ndevice = 'cpu'\n"
                     f"[overrides]\nepochs = {epochs}\n")
     return path
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures import finish, metrics, write_grid
+from fixtures import TEST_PLUGINS, finish, metrics, plugin_path, write_grid
 
 from bench.localcluster import RayCluster, all_processes, kill, namespace_available
 from bench.records import read_records
@@ -30,11 +30,12 @@ def cluster():
     reason = namespace_available()
     if reason:
         pytest.skip(reason)
-    started = RayCluster(nodes=2, cpus=1)
-    try:
-        yield started
-    finally:
-        started.stop()
+    with plugin_path(TEST_PLUGINS):  # mini-mosaic, on the nodes too (they inherit the environment)
+        started = RayCluster(nodes=2, cpus=1)
+        try:
+            yield started
+        finally:
+            started.stop()
 
 
 def one_process_reference(grid: Path, folder: Path, cache: Path) -> dict:
@@ -54,7 +55,7 @@ def test_grid_runs_on_both_nodes_each_cell_once_with_single_process_numbers(clus
     code, out, err = finish(driver)
     assert code == 0, err
     trained = [line.split(":")[0] for line in out.splitlines() if "val mAP" in line]
-    assert sorted(trained) == sorted(f"digits-mosaic {v} seed={s}" for v in ("an", "ll-r") for s in (0, 1))
+    assert sorted(trained) == sorted(f"mini-mosaic {v} seed={s}" for v in ("an", "ll-r") for s in (0, 1))
     assert "4 run(s) trained" in out and "0 already recorded" in out
     assert "ll-r" in (tmp_path / "board.md").read_text()
     assert metrics(tmp_path / "results") == one_process_reference(grid, tmp_path / "reference", cache_root)
@@ -94,7 +95,7 @@ def test_tune_runs_trials_on_both_nodes_within_the_budget(cluster, tmp_path, cac
     # the hierarchy is as without a cluster: one study parent, a child per trial (a client, not
     # mlflow.set_tracking_uri, which would change the tracking URI of every later test through the environment)
     client = mlflow.MlflowClient(tracking_uri=tracking)
-    runs = client.search_runs([client.get_experiment_by_name("digits-mosaic/single-positive").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("mini-mosaic/single-positive").experiment_id])
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
     assert len(parents) == 1 and len(children) == len(finished)
@@ -102,7 +103,7 @@ def test_tune_runs_trials_on_both_nodes_within_the_budget(cluster, tmp_path, cac
     assert all(run.info.status == "FINISHED" for run in runs)
 
 
-def test_cluster_auto_starts_ray_on_this_machine_with_every_cpu(tmp_path, cache_root):
+def test_cluster_auto_starts_ray_on_this_machine_with_every_cpu(mini_mosaic, tmp_path, cache_root):
     pytest.importorskip("ray")
     reason = namespace_available()
     if reason:
@@ -122,7 +123,7 @@ def test_cluster_auto_starts_ray_on_this_machine_with_every_cpu(tmp_path, cache_
 
 
 def test_killed_worker_node_its_cell_is_retried_and_recorded_once(cluster, tmp_path, cache_root):
-    grid = write_grid(tmp_path / "grid.toml", ["an"], [3, 4], epochs=6)
+    grid = write_grid(tmp_path / "grid.toml", ["an"], [3, 4], epochs=30)  # long enough to be killed mid-cell
     worker_cache = tmp_path / "worker-cache"
     if (cache_root / "data").is_dir():  # the built mosaics: the nodes need not build them again
         shutil.copytree(cache_root / "data", worker_cache / "data")

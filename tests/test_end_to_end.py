@@ -17,8 +17,8 @@ from bench.spec import make_spec
 ONE_EPOCH = {"epochs": 1}
 
 
-def test_one_run_writes_a_complete_record(workspace):
-    spec = make_spec("digits-mosaic", "an", 0, overrides=ONE_EPOCH)
+def test_one_run_writes_a_complete_record(mini_mosaic, workspace):
+    spec = make_spec(mini_mosaic, "an", 0, overrides=ONE_EPOCH)
     outcome = run_spec(spec, workspace, progress=False)
     record = outcome.record
     assert outcome.state == "trained" and record["status"] == "done"
@@ -35,8 +35,8 @@ def test_one_run_writes_a_complete_record(workspace):
     assert not (workspace.checkpoints / f"{record['run_key']}.partial.pt").exists()
 
 
-def test_resume_trains_nothing_already_recorded(workspace):
-    specs = Grid(["digits-mosaic"], ["an"], [0, 1], overrides=ONE_EPOCH, device="cpu",
+def test_resume_trains_nothing_already_recorded(mini_mosaic, workspace):
+    specs = Grid([mini_mosaic], ["an"], [0, 1], overrides=ONE_EPOCH, device="cpu",
                  recipes=["defaults"]).cells(Path("unused"))[0]
     assert run_grid(specs[:1], workspace, progress=False)["trained"] == 1
     first = sorted(p.stat().st_mtime_ns for p in workspace.results.glob("*.json"))
@@ -48,8 +48,8 @@ def test_resume_trains_nothing_already_recorded(workspace):
     assert sorted(p.stat().st_mtime_ns for p in workspace.results.glob("*.json"))[:1] == first
 
 
-def test_cpu_runs_are_deterministic(workspace, tmp_path):
-    spec = make_spec("digits-mosaic", "an", 3, overrides=ONE_EPOCH)
+def test_cpu_runs_are_deterministic(mini_mosaic, workspace, tmp_path):
+    spec = make_spec(mini_mosaic, "an", 3, overrides=ONE_EPOCH)
     first = run_spec(spec, workspace, progress=False).record
     workspace.results.joinpath(f"{first['run_key']}.json").unlink()
     ClaimStore(workspace.claims_url()).forget(first["run_key"])
@@ -67,9 +67,9 @@ def pamlbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_cli_bench_then_report_reproduces_leaderboard(tmp_path, cache_root):
+def test_cli_bench_then_report_reproduces_leaderboard(mini_mosaic, tmp_path, cache_root):
     config = tmp_path / "grid.toml"
-    config.write_text('datasets = ["digits-mosaic"]\nvariants = ["full", "an"]\nseeds = [0, 1]\n'
+    config.write_text(f'datasets = ["{mini_mosaic}"]\nvariants = ["full", "an"]\nseeds = [0, 1]\n'
                       'device = "cpu"\n[overrides]\nepochs = 2\n')
     common = ["--results", "results", "--cache", str(cache_root)]
     done = pamlbench("bench", "--config", str(config), *common, cwd=tmp_path)
@@ -117,12 +117,12 @@ def test_list_shows_plugins(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_shows_each_epoch_on_a_terminal(tmp_path, cache_root):
+def test_run_shows_each_epoch_on_a_terminal(mini_mosaic, tmp_path, cache_root):
     import pty
     import threading
 
     terminal, child_side = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--method", "an", "--set", "epochs=2",
+    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--dataset", mini_mosaic, "--method", "an", "--set", "epochs=2",
                                 "--no-tracking", "--results", "results", "--cache", str(cache_root)],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=child_side, text=True)
     os.close(child_side)

@@ -22,7 +22,7 @@ from bench.preparation import decode_all
 from bench.records import atomic_text, read_records
 from bench.spec import make_spec
 
-GRID = "datasets = ['digits-mosaic']\nvariants = {variants!r}\nseeds = [0]\ndevice = 'cpu'\n[overrides]\nepochs = {e}\n"
+GRID = "datasets = ['mini-mosaic']\nvariants = {variants!r}\nseeds = [0]\ndevice = 'cpu'\n[overrides]\nepochs = {e}\n"
 
 
 def pamlbench(*args, cwd, env_extra=None):
@@ -53,16 +53,18 @@ def test_a_full_disk_is_one_error_naming_the_path_and_leaves_no_partial_file(tin
     assert [p.name for p in (tiny_disk / "results").iterdir()] == []
 
 
-def test_a_run_on_a_full_disk_fails_with_one_line_and_releases_its_claim(tiny_disk, tmp_path, cache_root):
+def test_a_run_on_a_full_disk_fails_with_one_line_and_releases_its_claim(tiny_disk, mini_mosaic, tmp_path,
+                                                                         cache_root):
     """The epoch checkpoint cannot be written (the cache is on the full disk): one line, exit 2, claim released."""
     from bench import registry
 
-    registry.load_dataset("digits-mosaic").fingerprint(None, cache_root / "data")  # built once, outside the disk
+    registry.load_dataset(mini_mosaic).fingerprint(None, cache_root / "data")  # built once, outside the disk
     (tiny_disk / "filler").write_bytes(b"x" * 80 * 1024)
     cache = tiny_disk / "cache"
     (cache / "data").mkdir(parents=True)
-    os.symlink(cache_root / "data" / "digits-mosaic-v1.npz", cache / "data" / "digits-mosaic-v1.npz")
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--method", "an", "--set", "epochs=1",
+    os.symlink(cache_root / "data" / "mini-mosaic-v1.npz", cache / "data" / "mini-mosaic-v1.npz")
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--dataset", mini_mosaic, "--method", "an",
+                           "--set", "epochs=1",
                            "--no-tracking", "--results", str(tmp_path / "results"), "--cache", str(cache)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
@@ -70,14 +72,14 @@ def test_a_run_on_a_full_disk_fails_with_one_line_and_releases_its_claim(tiny_di
     assert not (cache / "checkpoints").exists() or not list((cache / "checkpoints").iterdir())
     assert not list((tmp_path / "results").glob("*.json"))
     claims = ClaimStore(f"sqlite:///{tmp_path / 'results' / '.claims.sqlite'}")
-    key = make_spec("digits-mosaic", "an", 0, overrides={"epochs": 1}).key(
-        make_spec("digits-mosaic", "an", 0, overrides={"epochs": 1}).identity(cache_root / "data"))
+    key = make_spec(mini_mosaic, "an", 0, overrides={"epochs": 1}).key(
+        make_spec(mini_mosaic, "an", 0, overrides={"epochs": 1}).identity(cache_root / "data"))
     assert claims.claim(key)  # free again: the failed run gave its claim back
 
 
 @pytest.mark.slow
-def test_sigterm_is_handled_like_ctrl_c(tmp_path, cache_root):
-    (tmp_path / "grid.toml").write_text(GRID.format(variants=["an", "wan"], e=3))
+def test_sigterm_is_handled_like_ctrl_c(mini_mosaic, tmp_path, cache_root):
+    (tmp_path / "grid.toml").write_text(GRID.format(variants=["an", "wan"], e=6))
     worker = pamlbench("bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-tracking", cwd=tmp_path)
     deadline = time.time() + 300
     checkpoints = cache_root / "checkpoints"
@@ -154,7 +156,7 @@ def test_sqlite_claims_tables_are_created_by_two_workers_at_once(tmp_path):
     assert errors == [] and len(stores) == 20
 
 
-def test_unreachable_tracking_server_fails_within_seconds(tmp_path, cache_root):
+def test_unreachable_tracking_server_fails_within_seconds(mini_mosaic, tmp_path, cache_root):
     (tmp_path / "grid.toml").write_text(GRID.format(variants=["an"], e=1))
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--config", "grid.toml", "--cache",
@@ -204,12 +206,12 @@ def test_runs_of_a_killed_worker_are_marked_killed_by_the_next_tracker(tmp_path)
     assert MlflowClient(uri).get_run(alive).info.status == "RUNNING"  # a live worker's run is left alone
 
 
-def test_figures_missing_from_the_leaderboard_are_redrawn(tmp_path, cache_root):
+def test_figures_missing_from_the_leaderboard_are_redrawn(mini_mosaic, tmp_path, cache_root):
     (tmp_path / "grid.toml").write_text(GRID.format(variants=["full", "an"], e=1))
     common = ["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-tracking"]
     assert subprocess.run([sys.executable, "-m", "bench.cli", *common], cwd=tmp_path, capture_output=True,
                           timeout=300).returncode == 0
-    figure = tmp_path / "results" / "figures" / "cam_attribution_digits-mosaic.png"
+    figure = tmp_path / "results" / "figures" / "cam_attribution_mini-mosaic.png"
     assert figure.exists() and f"({Path('results/figures') / figure.name})" in (tmp_path / "leaderboard.md").read_text()
     figure.unlink()
     again = subprocess.run([sys.executable, "-m", "bench.cli", *common], cwd=tmp_path, capture_output=True, text=True,

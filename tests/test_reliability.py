@@ -35,8 +35,8 @@ def results_part(board: str) -> str:
 
 # --- numerical faults ----------------------------------------------------------------------------------------------
 
-def test_non_finite_loss_is_recorded_as_failed_and_the_grid_goes_on(faulty_plugins, workspace):
-    specs = Grid(["digits-mosaic"], ["nan-after-epoch-1", "an"], [0], overrides={"epochs": 2}, device="cpu",
+def test_non_finite_loss_is_recorded_as_failed_and_the_grid_goes_on(faulty_plugins, mini_mosaic, workspace):
+    specs = Grid([mini_mosaic], ["nan-after-epoch-1", "an"], [0], overrides={"epochs": 2}, device="cpu",
                  recipes=["defaults"]).cells(Path("unused"))[0]
     counts = run_grid(specs, workspace, progress=False)
     assert counts == {"trained": 1, "failed": 1, "recorded": 0, "elsewhere": 0, "lost": 0}
@@ -63,8 +63,8 @@ def test_cuda_out_of_memory_is_a_clear_error_and_no_record(faulty_plugins, tmp_p
 # --- kill and resume -----------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_kill_9_then_resume_equals_an_uninterrupted_bench(tmp_path):
-    config = write_grid(tmp_path / "grid.toml", ["an", "ls"], [0, 1], epochs=3)
+def test_kill_9_then_resume_equals_an_uninterrupted_bench(mini_mosaic, tmp_path):
+    config = write_grid(tmp_path / "grid.toml", ["an", "ls"], [0, 1], epochs=6)
     killed, calm = tmp_path / "killed", tmp_path / "calm"
     for folder in (killed, calm):
         folder.mkdir()
@@ -77,11 +77,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_bench(tmp_path):
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     first = {p.name: p.stat().st_mtime_ns for p in (killed / "results").glob("*.json")}
-    assert len(first) == 1 and list(checkpoints.glob("*.partial.pt"))
+    assert 1 <= len(first) < 4 and list(checkpoints.glob("*.partial.pt"))  # two workers may finish in one poll
     assert not list((killed / "results").glob("*.tmp")) and not list((killed / "results").glob(".*.tmp"))
     code, out, _ = finish(pamlbench("bench", "--config", str(config), "--results", "results", "--cache", "cache",
                                     cwd=killed))
-    assert code == 0 and "3 run(s) trained, 0 failed, 1 already recorded" in out
+    assert code == 0 and f"{4 - len(first)} run(s) trained, 0 failed, {len(first)} already recorded" in out
     assert {p.name: p.stat().st_mtime_ns for p in (killed / "results").glob("*.json") if p.name in first} == first
     assert not list(checkpoints.glob("*.partial.pt"))
     code, _, _ = finish(pamlbench("bench", "--config", str(config), "--results", "results", "--cache", "cache",
@@ -91,8 +91,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_bench(tmp_path):
     assert results_part((killed / "leaderboard.md").read_text()) == results_part((calm / "leaderboard.md").read_text())
 
 
-def test_resume_from_epoch_checkpoint_equals_uninterrupted(workspace, tmp_path):
-    spec = make_spec("digits-mosaic", "role", 0, overrides={"epochs": 3})
+def test_resume_from_epoch_checkpoint_equals_uninterrupted(mini_mosaic, workspace, tmp_path):
+    spec = make_spec(mini_mosaic, "role", 0, overrides={"epochs": 3})
     whole = Trainer(spec, workspace.data_cache, progress=False).run()
 
     class Interrupt(Exception):
@@ -111,16 +111,16 @@ def test_resume_from_epoch_checkpoint_equals_uninterrupted(workspace, tmp_path):
         assert resumed[field] == whole[field]
 
 
-def test_checkpoint_of_another_run_or_unsafe_pickle_is_refused(workspace, tmp_path):
+def test_checkpoint_of_another_run_or_unsafe_pickle_is_refused(mini_mosaic, workspace, tmp_path):
     partial = tmp_path / "run.partial.pt"
 
     def stop(epoch, point):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer(make_spec("digits-mosaic", "an", 0, overrides={"epochs": 2}), workspace.data_cache,
+        Trainer(make_spec(mini_mosaic, "an", 0, overrides={"epochs": 2}), workspace.data_cache,
                 progress=False).run(resume_path=partial, on_epoch=stop)
-    other = Trainer(make_spec("digits-mosaic", "an", 1, overrides={"epochs": 2}), workspace.data_cache, progress=False)
+    other = Trainer(make_spec(mini_mosaic, "an", 1, overrides={"epochs": 2}), workspace.data_cache, progress=False)
     with pytest.raises(Exception, match="belongs to another run"):
         other.run(resume_path=partial)
     torch.save({"payload": Workspace(tmp_path, tmp_path)}, partial)  # an arbitrary Python object
@@ -131,7 +131,7 @@ def test_checkpoint_of_another_run_or_unsafe_pickle_is_refused(workspace, tmp_pa
 # --- concurrent workers --------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_two_workers_share_one_grid_without_training_a_cell_twice(tmp_path, cache_root):
+def test_two_workers_share_one_grid_without_training_a_cell_twice(mini_mosaic, tmp_path, cache_root):
     config = write_grid(tmp_path / "grid.toml", ["an", "wan"], [0, 1, 2], epochs=1)
     args = ("bench", "--config", str(config), "--results", "results", "--cache", str(cache_root), "--no-report",
             "--threads", "1")
@@ -156,8 +156,8 @@ def test_claims_are_exclusive_and_stale_claims_are_taken_over(tmp_path):
     assert not first.claim("k")
 
 
-def test_record_done_by_another_worker_is_copied(workspace):
-    spec = make_spec("digits-mosaic", "an", 0, overrides={"epochs": 1})
+def test_record_done_by_another_worker_is_copied(mini_mosaic, workspace):
+    spec = make_spec(mini_mosaic, "an", 0, overrides={"epochs": 1})
     key = spec.key(spec.identity(workspace.data_cache))
     claims = ClaimStore(workspace.claims_url())
     assert claims.claim(key)
@@ -169,10 +169,10 @@ def test_record_done_by_another_worker_is_copied(workspace):
 # --- determinism ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_same_spec_same_numbers_in_a_fresh_process(workspace, tmp_path, cache_root):
-    spec = make_spec("digits-mosaic", "em", 5, overrides={"epochs": 1})
+def test_same_spec_same_numbers_in_a_fresh_process(mini_mosaic, workspace, tmp_path, cache_root):
+    spec = make_spec(mini_mosaic, "em", 5, overrides={"epochs": 1})
     here = run_spec(spec, workspace, progress=False).record
-    code, out, err = finish(pamlbench("run", "--method", "em", "--seed", "5", "--set", "epochs=1", "--device", "cpu",
+    code, out, err = finish(pamlbench("run", "--dataset", mini_mosaic, "--method", "em", "--seed", "5", "--set", "epochs=1", "--device", "cpu",
                                       "--results", "fresh", "--cache", str(cache_root), cwd=tmp_path))
     assert code == 0, err
     fresh = read_records(tmp_path / "fresh")[0]

@@ -97,3 +97,12 @@ def test_two_shared_seeds_are_judged_by_the_interval_not_the_means():
     """Paired differences -0.5 and -0.6 have an interval of ±0.64 around -0.55: tied, although the means differ."""
     assert stats.tied({0: 1.0, 1: 2.0}, {0: 1.5, 1: 2.6})
     assert not stats.tied({0: 1.0, 1: 2.0}, {0: 3.0, 1: 4.05})
+
+
+def test_the_interval_factor_is_students_t_quantile_exactly():
+    from scipy import stats as reference
+
+    from bench.stats import t_quantile
+
+    assert [t_quantile(n) for n in range(2, 101)] == [float(reference.t.ppf(0.975, n - 1)) for n in range(2, 101)]
+    assert t_quantile(5) == pytest.approx(2.776, abs=1e-3)  # the textbook value for 4 degrees of freedom

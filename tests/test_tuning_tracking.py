@@ -22,13 +22,14 @@ def pamlbench(*args, cwd):
 
 def grid_file(folder: Path, variants=("an",), seeds=(0,), epochs=3) -> Path:
     path = folder / "grid.toml"
-    path.write_text(f"datasets = ['digits-mosaic']\nvariants = {list(variants)!r}\nseeds = {list(seeds)!r}\n"
+    path.write_text(f"datasets = ['mini-mosaic']\nvariants = {list(variants)!r}\nseeds = {list(seeds)!r}\n"
                     f"device = 'cpu'\n[overrides]\nepochs = {epochs}\n")
     return path
 
 
 @pytest.mark.slow
-def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path, cache_root, monkeypatch):
+def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(mini_mosaic, tmp_path, cache_root,
+                                                                      monkeypatch):
     import mlflow
     import optuna
 
@@ -38,7 +39,7 @@ def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path
     cache = tmp_path / "cache"
     assert main(["tune", "--config", "grid.toml", "--n-trials", "4", "--storage", storage, "--cache",
                  str(cache)]) == 0
-    name = "pamlbench/digits-mosaic/single-positive/labels1200/ls/small-cnn/3ep"
+    name = "pamlbench/mini-mosaic/single-positive/labels1200/ls/small-cnn/3ep"
     study = optuna.load_study(study_name=name, storage=storage)
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == 4 and "PRUNED" in states, states
@@ -47,7 +48,7 @@ def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path
     assert summary["study"] == name and summary["n_trials"] == 4 and summary["pruned"] >= 1
     assert summary["epochs_trained"] < 4 * 3  # pruning saved epochs
     mlflow.set_tracking_uri(f"sqlite:///{cache / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["digits-mosaic/single-positive"])
+    runs = mlflow.search_runs(experiment_names=["mini-mosaic/single-positive"])
     assert len(runs) == 5  # the study's parent run and its four trials
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert len(children) == 4 and children["metrics.val_map"].notna().all()
@@ -64,7 +65,7 @@ def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path
     assert records["defaults"]["spec"]["lr"] == 3e-3
     board = (tmp_path / "leaderboard.md").read_text()
     assert "### Recipe: tuned" in board and f"tuned: 4 trials, study {name}" in board
-    runs = mlflow.search_runs(experiment_names=["digits-mosaic/single-positive"],
+    runs = mlflow.search_runs(experiment_names=["mini-mosaic/single-positive"],
                               filter_string="metrics.final_test_map > 0")
     bench_run = runs[runs["tags.pamlbench.run_key"] == record["run_key"]]
     assert len(bench_run) == 1 and bench_run["metrics.final_test_map"].iloc[0] == pytest.approx(record["test_map"])
@@ -75,15 +76,15 @@ def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(tmp_path
 
 
 @pytest.mark.slow
-def test_killed_tune_resumes_and_retries_the_lost_trial(tmp_path, cache_root):
+def test_killed_tune_resumes_and_retries_the_lost_trial(mini_mosaic, tmp_path, cache_root):
     import optuna
 
-    grid_file(tmp_path, variants=("an",), epochs=2)
+    grid_file(tmp_path, variants=("an",), epochs=6)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = ("tune", "--config", "grid.toml", "--n-trials", "3", "--pruner", "none", "--storage", storage,
             "--cache", str(cache_root), "--no-tracking", "--heartbeat", "1")
     worker = pamlbench(*args, cwd=tmp_path)
-    name = "pamlbench/digits-mosaic/single-positive/labels1200/an/small-cnn/2ep"
+    name = "pamlbench/mini-mosaic/single-positive/labels1200/an/small-cnn/6ep"
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
@@ -108,7 +109,7 @@ def test_killed_tune_resumes_and_retries_the_lost_trial(tmp_path, cache_root):
 
 
 @pytest.mark.slow
-def test_two_workers_on_postgresql_share_a_study_and_a_grid(tmp_path, cache_root, postgres_url):
+def test_two_workers_on_postgresql_share_a_study_and_a_grid(mini_mosaic, tmp_path, cache_root, postgres_url):
     import optuna
     import sqlalchemy as sa
 
@@ -119,7 +120,7 @@ def test_two_workers_on_postgresql_share_a_study_and_a_grid(tmp_path, cache_root
               for _ in range(2)]
     outputs = [worker.communicate(timeout=600) for worker in tuners]
     assert all(worker.returncode == 0 for worker in tuners), outputs
-    trials = optuna.load_study(study_name="pamlbench/digits-mosaic/single-positive/labels1200/an/small-cnn/1ep",
+    trials = optuna.load_study(study_name="pamlbench/mini-mosaic/single-positive/labels1200/an/small-cnn/1ep",
                                storage=postgres_url).trials
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))  # no duplicated trial
@@ -156,7 +157,7 @@ def test_tuning_ranges_follow_the_dataset(capsys):
 
 
 @pytest.mark.slow
-def test_tune_honours_the_label_seed(tmp_path, cache_root, monkeypatch):
+def test_tune_honours_the_label_seed(mini_mosaic, tmp_path, cache_root, monkeypatch):
     import optuna
 
     monkeypatch.chdir(tmp_path)
@@ -165,7 +166,7 @@ def test_tune_honours_the_label_seed(tmp_path, cache_root, monkeypatch):
     common = ["--config", "grid.toml", "--storage", storage, "--cache", str(cache_root), "--no-tracking"]
     assert main(["tune", *common, "--n-trials", "1", "--pruner", "none", "--label-seed", "7"]) == 0
     names = optuna.get_all_study_names(storage)
-    assert names == ["pamlbench/digits-mosaic/single-positive/labels7/an/small-cnn/1ep"]
+    assert names == ["pamlbench/mini-mosaic/single-positive/labels7/an/small-cnn/1ep"]
     # the draw of seed 7 is tuned, and a bench on seed 1200 does not reuse its result, one on seed 7 does
     assert main(["bench", *common, "--no-report"]) == 0
     assert main(["bench", *common, "--no-report", "--label-seed", "7"]) == 0

@@ -86,7 +86,7 @@ def start_grid(tmp_path: Path, cache_root: Path, epochs: int, seeds: list[int]) 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM to the command", "Ctrl-C to the process group"])
-def test_a_signal_stops_every_worker_and_gives_their_claims_back(how, tmp_path, cache_root):
+def test_a_signal_stops_every_worker_and_gives_their_claims_back(how, mini_mosaic, tmp_path, cache_root):
     command = start_grid(tmp_path, cache_root, epochs=30, seeds=[0])
     wait_for(lambda: len(children(command.pid)) == 2 and (tmp_path / "results" / ".claims.sqlite").exists()
              and running_claims(tmp_path / "results") == 2)
@@ -104,8 +104,8 @@ def test_a_signal_stops_every_worker_and_gives_their_claims_back(how, tmp_path, 
 
 
 @pytest.mark.slow
-def test_a_worker_killed_with_9_loses_nothing_and_its_cell_is_trained_again(tmp_path, cache_root):
-    command = start_grid(tmp_path, cache_root, epochs=3, seeds=[0, 1])
+def test_a_worker_killed_with_9_loses_nothing_and_its_cell_is_trained_again(mini_mosaic, tmp_path, cache_root):
+    command = start_grid(tmp_path, cache_root, epochs=6, seeds=[0, 1])
     wait_for(lambda: len(children(command.pid)) == 2 and (tmp_path / "results").exists()
              and len(list((tmp_path / "results").glob("*.json"))) >= 1)
     finished_before = {path.name: path.read_bytes() for path in (tmp_path / "results").glob("*.json")}
@@ -122,7 +122,7 @@ def test_a_worker_killed_with_9_loses_nothing_and_its_cell_is_trained_again(tmp_
 
 
 @pytest.mark.slow
-def test_workers_give_the_numbers_of_one_process_with_the_same_threads(tmp_path, cache_root):
+def test_workers_give_the_numbers_of_one_process_with_the_same_threads(mini_mosaic, tmp_path, cache_root):
     """Two 1-thread workers and one 1-thread process compute the same run keys and bit-identical results."""
     write_grid(tmp_path / "grid.toml", ["an", "ll-cp"], [0], 2)
     common = ("--config", "grid.toml", "--no-tracking", "--no-report", "--threads", "1", "--cache", str(cache_root))
