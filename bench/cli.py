@@ -126,9 +126,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     overrides = parse_assignments(args.set)
     dataset = args.dataset or load_grid(registry.PROJECT_ROOT / DEFAULT_GRID).datasets[0]
-    spec = refuse_unkeyed_features(make_spec(dataset, args.method, args.seed, overrides=overrides, protocol=args.protocol,
-                     label_seed=args.label_seed, device=resolve_device(args.device),
-                     data_dir=folder_argument(args.data, "--data"), weights=args.weights))
+    spec = refuse_unkeyed_features(make_spec(
+        dataset, args.method, args.seed, overrides=overrides, protocol=args.protocol, label_seed=args.label_seed,
+        device=resolve_device(args.device), data_dir=folder_argument(args.data, "--data"), weights=args.weights))
     source = {"kind": "manual", "values": overrides} if overrides else {"kind": "defaults"}
     workspace = workspace_from(args)
     claims, tracker = open_stores(args, workspace)

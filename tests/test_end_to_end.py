@@ -122,8 +122,9 @@ def test_run_shows_each_epoch_on_a_terminal(mini_mosaic, tmp_path, cache_root):
     import threading
 
     terminal, child_side = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--dataset", mini_mosaic, "--method", "an", "--set", "epochs=2",
-                                "--no-tracking", "--results", "results", "--cache", str(cache_root)],
+    process = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--dataset", mini_mosaic, "--method", "an",
+                                "--set", "epochs=2", "--no-tracking", "--results", "results", "--cache",
+                                str(cache_root)],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=child_side, text=True)
     os.close(child_side)
     shown = []

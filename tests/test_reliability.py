@@ -172,8 +172,9 @@ def test_record_done_by_another_worker_is_copied(mini_mosaic, workspace):
 def test_same_spec_same_numbers_in_a_fresh_process(mini_mosaic, workspace, tmp_path, cache_root):
     spec = make_spec(mini_mosaic, "em", 5, overrides={"epochs": 1})
     here = run_spec(spec, workspace, progress=False).record
-    code, out, err = finish(pamlbench("run", "--dataset", mini_mosaic, "--method", "em", "--seed", "5", "--set", "epochs=1", "--device", "cpu",
-                                      "--results", "fresh", "--cache", str(cache_root), cwd=tmp_path))
+    code, out, err = finish(pamlbench("run", "--dataset", mini_mosaic, "--method", "em", "--seed", "5", "--set",
+                                      "epochs=1", "--device", "cpu", "--results", "fresh", "--cache", str(cache_root),
+                                      cwd=tmp_path))
     assert code == 0, err
     fresh = read_records(tmp_path / "fresh")[0]
     assert fresh["run_key"] == here["run_key"]
