@@ -25,7 +25,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from bench.errors import UserError
+from bench.errors import UserError, first_line, redact
 
 HEARTBEAT_SECONDS = 30.0
 """Heartbeat of claims and tuning trials; a claim or trial silent for a few beats is taken over or retried."""
@@ -161,15 +161,3 @@ def create_tables(metadata: sa.MetaData, engine: sa.Engine, attempts: int = 5) -
             if attempt == attempts - 1 or not racing:
                 raise
             time.sleep(0.2 * (attempt + 1))
-
-
-def redact(url: str) -> str:
-    """The URL without its password."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
-        return url
-
-
-def first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

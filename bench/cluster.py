@@ -33,8 +33,8 @@ from typing import Any
 
 from bench import checkpoints
 from bench.arguments import head_address
-from bench.claims import ClaimStore, first_line
-from bench.errors import UserError
+from bench.claims import ClaimStore
+from bench.errors import UserError, first_line
 from bench.records import write_record
 from bench.runner import Outcome, base_record, claim_or_skip, outcome_line, release_quietly, train_record
 from bench.spec import RunSpec

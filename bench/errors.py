@@ -1,4 +1,5 @@
-"""The one exception type that means "the user asked for something that cannot be done"."""
+"""The one exception type that means "the user asked for something that cannot be done", and how errors are worded
+in its one-line messages."""
 
 
 class UserError(Exception):
@@ -15,3 +16,18 @@ def field_error(error) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     return f"field {where!r}: {first['msg'].removeprefix('Value error, ')}"
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an error's message (its type's name when the message is empty)."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, for messages (an unparsable URL is shown as given)."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+        return url

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.claims import HEARTBEAT_SECONDS, first_line, redact
-from bench.errors import UserError
+from bench.claims import HEARTBEAT_SECONDS
+from bench.errors import UserError, first_line, redact
 from bench.grid import Grid, TuningBudget
 from bench.records import RECORD_FORMAT, atomic_json
 from bench.spec import RunSpec

@@ -25,7 +25,7 @@ NOT_RESULT_AFFECTING: dict[str, str] = {
     "cli.py": "the command line",
     "cluster.py": "runs cells as Ray tasks; the worker computes the same run key and refuses a mismatch",
     "datacard.py": "describes a dataset",
-    "errors.py": "the UserError type",
+    "errors.py": "the UserError type and the wording of its messages",
     "figures.py": "draws figures from finished runs",
     "frame.py": "the table of finished runs that the report and the figures read",
     "grid.py": "turns the grid file and options into RunSpecs, whose every field is in the key",
