@@ -59,7 +59,12 @@ def atomic_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_record(results_dir: Path, record: dict[str, Any]) -> Path:
-    """Atomically write `record` as results_dir/<run_key>.json and return its path."""
+    """Atomically write `record` as results_dir/<run_key>.json and return its path. The record is checked first
+    against the shape that `read_record` accepts, so that a record the report would refuse is never written:
+    ValueError naming the first wrong field."""
+    problem = shape_problem(record)
+    if problem:
+        raise ValueError(f"record {record.get('run_key')!r} is not a valid run record ({problem}); nothing written")
     path = record_path(results_dir, record["run_key"])
     atomic_json(path, record)
     return path
@@ -172,13 +177,22 @@ def read_record(path: Path) -> dict[str, Any]:
         raise UserError(f"corrupt results file {path}: {error}; delete it to re-run that cell") from None
     except RecursionError:
         raise UserError(f"corrupt results file {path}: nested too deeply to be a run record; delete it") from None
+    problem = shape_problem(record)
+    if problem:
+        raise UserError(f"corrupt results file {path}: {problem}; delete it to re-run that cell")
+    return record
+
+
+def shape_problem(record: Any) -> str | None:
+    """None if `record` has a run record's shape (`RecordShape`, and `DoneShape` when it is done), else its first
+    wrong field as one phrase."""
     try:
         RecordShape.model_validate(record)
         if record["status"] == "done":
             DoneShape.model_validate(record)
     except ValidationError as error:
-        raise UserError(f"corrupt results file {path}: {field_error(error)}; delete it to re-run that cell") from None
-    return record
+        return field_error(error)
+    return None
 
 
 def read_records(results_dir: Path) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from fixtures import finish, metrics, write_grid
 
 from bench.claims import ClaimStore
 from bench.grid import Grid
-from bench.records import read_records
+from bench.records import read_records, write_record
 from bench.report import leaderboard_markdown
 from bench.runner import Workspace, run_grid, run_spec
 from bench.spec import make_spec
@@ -156,14 +156,20 @@ def test_claims_are_exclusive_and_stale_claims_are_taken_over(tmp_path):
     assert not first.claim("k")
 
 
-def test_record_done_by_another_worker_is_copied(mini_mosaic, workspace):
+def test_record_done_by_another_worker_is_copied_and_a_malformed_one_is_not(mini_mosaic, workspace, tmp_path):
     spec = make_spec(mini_mosaic, "an", 0, overrides={"epochs": 1})
-    key = spec.key(spec.identity(workspace.data_cache))
+    elsewhere = Workspace(results=tmp_path / "elsewhere", cache=workspace.cache)
+    record = run_spec(spec, elsewhere, progress=False).record  # another worker's finished record, in its folder
+    key = record["run_key"]
     claims = ClaimStore(workspace.claims_url())
     assert claims.claim(key)
-    claims.finish(key, {"run_key": key, "status": "done", "spec": spec.to_dict(), "test_map": 1.0})
+    claims.finish(key, record)
     outcome = run_spec(spec, workspace, claims=claims)
-    assert outcome.state == "recorded" and json.loads((workspace.results / f"{key}.json").read_text())["test_map"] == 1
+    assert outcome.state == "recorded" and json.loads((workspace.results / f"{key}.json").read_text()) == record
+    malformed = {**record, "run_key": "other", "test_map": 101.0}  # a percentage above 100: the report would refuse it
+    with pytest.raises(ValueError, match="test_map"):
+        write_record(workspace.results, malformed)
+    assert not (workspace.results / "other.json").exists()
 
 
 # --- determinism ---------------------------------------------------------------------------------------------------
