@@ -77,8 +77,8 @@ def band(axis, values: np.ndarray, **style) -> None:
 
 
 def record_figures(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: Path) -> list[tuple[Path, str]]:
-    """Draw the records-only figures of every (dataset, setting) with finished current runs of the dataset's first
-    recipe (tuned before paper before defaults, as the leaderboard); returns [(path, caption)]."""
+    """Draw the records-only figures of every (dataset, FIGURE_GROUPS values) with finished current runs of the
+    dataset's first recipe (tuned before paper before defaults, as the leaderboard); returns [(path, caption)]."""
     if frame.empty:
         return []
     done = frame[(frame.status == "done") & frame.current & (frame.variant == frame.variant.str.split(" ").str[0])]
@@ -87,9 +87,8 @@ def record_figures(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: 
     by_key = {r["run_key"]: r for r in records}
     chosen = picks()
     written = []
-    for (dataset, *setting), runs in done.groupby(["dataset", *FIGURE_GROUPS]):
-
-        slug = file_slug(dataset, *setting)
+    for (dataset, *group), runs in done.groupby(["dataset", *FIGURE_GROUPS]):
+        slug = file_slug(dataset, *group)
         keys = {variant: list(group.sort_values("seed").run_key) for variant, group in runs.groupby("variant")}
         methods = [m for m in chosen["curve_methods"] if m in keys or f"{m}+boostlu" in keys]
         if methods:
