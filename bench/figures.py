@@ -87,8 +87,8 @@ def record_figures(frame: pd.DataFrame, records: list[dict[str, Any]], out_dir: 
     by_key = {r["run_key"]: r for r in records}
     chosen = picks()
     written = []
-    for (dataset, *group), runs in done.groupby(["dataset", *FIGURE_GROUPS]):
-        slug = file_slug(dataset, *group)
+    for (dataset, *group_values), runs in done.groupby(["dataset", *FIGURE_GROUPS]):
+        slug = file_slug(dataset, *group_values)
         keys = {variant: list(group.sort_values("seed").run_key) for variant, group in runs.groupby("variant")}
         methods = [m for m in chosen["curve_methods"] if m in keys or f"{m}+boostlu" in keys]
         if methods:
