@@ -95,12 +95,14 @@ def git_commit() -> str:
 
 @cache
 def package_versions() -> dict[str, str]:
-    """Versions of Python and the packages that shape results."""
+    """Versions of Python and the packages that shape results (scikit-learn's from its installed metadata: importing
+    it only for its version would cost every run two seconds)."""
+    from importlib.metadata import version
+
     import numpy
-    import sklearn
     import torch
 
     from bench import __version__
 
     return {"pamlbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "scikit-learn": sklearn.__version__}
+            "numpy": numpy.__version__, "scikit-learn": version("scikit-learn")}

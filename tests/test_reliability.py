@@ -51,10 +51,9 @@ def test_non_finite_loss_is_recorded_as_failed_and_the_grid_goes_on(faulty_plugi
     assert run_grid(specs, workspace, progress=False)["recorded"] == 2
 
 
-def test_cuda_out_of_memory_is_a_clear_error_and_no_record(faulty_plugins, tmp_path, cache_root):
-    code, out, err = finish(pamlbench("run", "--method", "out-of-memory", "--results", "results", "--cache",
-                                      str(cache_root), "--set", "batch_size=64", cwd=tmp_path,
-                                      env_extra={"PAMLBENCH_PLUGIN_PATH": str(faulty_plugins)}))
+def test_cuda_out_of_memory_is_a_clear_error_and_no_record(faulty_plugins, mini_mosaic, tmp_path, cache_root):
+    code, out, err = finish(pamlbench("run", "--dataset", mini_mosaic, "--method", "out-of-memory", "--results",
+                                      "results", "--cache", str(cache_root), "--set", "batch_size=64", cwd=tmp_path))
     assert code == 2 and err.count("\n") == 1
     assert "out of GPU memory with batch_size=64" in err and "--set batch_size=32" in err
     assert list((tmp_path / "results").glob("*.json")) == []
