@@ -78,3 +78,45 @@ def test_protocol_parsing_and_checksum(labels):
     first, second = observe(labels, "single-positive", 1200), observe(labels, "single-positive", 1201)
     assert checksum(first) == checksum(first.copy())
     assert checksum(first) != checksum(second)
+
+
+def test_partial_draw_is_seeded_exact_and_float32(labels):
+    observed = partial(labels, 0.25, seed=4)
+    assert observed.dtype == np.float32 and np.array_equal(observed, partial(labels, 0.25, seed=4))
+    assert not np.array_equal(observed, partial(labels, 0.25, seed=5))
+    seen = observed != 0
+    assert set(np.unique(observed)) == {-1.0, 0.0, 1.0}
+    assert np.all(observed[seen & (labels == 1)] == 1) and np.all(observed[seen & (labels == 0)] == -1)
+
+
+def test_partial_keeps_at_least_one_label_per_image(labels):
+    assert np.all((partial(labels, 0.01, seed=0) != 0).sum(1) == 1)  # round(0.12) = 0 labels, raised to 1
+
+
+def test_protocol_boundaries_and_message():
+    assert parse_protocol("annotated") is None
+    assert parse_protocol("partial-1") == parse_protocol("partial-1.0") == 1.0
+    assert parse_protocol("partial-.5") == 0.5
+    for bad in ("partial-0.0", "partial-.0", "partial-1.01", "Annotated"):
+        with pytest.raises(UserError, match=r"use single-positive, annotated or partial-<fraction in \(0,1\]>"):
+            parse_protocol(bad)
+
+
+def test_observe_dispatches_each_protocol_with_its_seed(labels):
+    single = observe(labels, "single-positive", 3)
+    assert single.dtype == np.float32 and np.array_equal(single, single_positive(labels, 3))
+    some = observe(labels, "partial-0.5", 3)
+    assert some.dtype == np.float32 and np.array_equal(some, partial(labels, 0.5, 3))
+    with pytest.raises(UserError) as refused:
+        observe(labels, "annotated", 3)
+    assert str(refused.value) == ("protocol 'annotated' needs a dataset with its own partial annotations "
+                                  "(e.g. openimages)")
+
+
+def test_checksum_is_sha256_of_the_shape_and_int8_values():
+    import hashlib
+
+    observed = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]], dtype=np.float32)
+    expected = hashlib.sha256(b"(2, 3)" + bytes([1, 0, 255, 0, 1, 0])).hexdigest()[:16]
+    assert checksum(observed) == expected and len(expected) == 16
+    assert checksum(np.zeros((2, 6))) != checksum(np.zeros((3, 4)))  # same values, another shape
