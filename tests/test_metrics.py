@@ -49,6 +49,7 @@ def test_known_mask_restricts_each_class_to_its_annotated_images():
         rows = known[:, c]
         assert got[c] == pytest.approx(average_precision_score(targets[rows, c], scores[rows, c]))
     assert not np.allclose(got, average_precision(scores, targets))  # the mask changes the answer
+    assert np.array_equal(average_precision(scores, targets, known.astype(np.float32)), got)  # a 0/1 mask is a mask
 
 
 def test_known_mask_class_without_annotated_positive_counts_zero():
