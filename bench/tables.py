@@ -49,9 +49,9 @@ def variant_order(variants: list[str]) -> list[str]:
     return sorted(variants, key=lambda v: (not is_oracle(v), v))
 
 
-def cells(frame: pd.DataFrame, column: str = "test_map") -> dict[tuple[str, str], Cell]:
-    """(variant, dataset) -> Cell of `column` (the test mAP of one selection). A seed with several finished records
-    (impossible for one run key) keeps the first."""
+def cells(frame: pd.DataFrame, column: str) -> dict[tuple[str, str], Cell]:
+    """(variant, dataset) -> Cell of `column` (the test mAP of one selection, e.g. 'test_map_clean'). A seed with
+    several finished records (impossible for one run key) keeps the first."""
     table: dict[tuple[str, str], Cell] = {}
     for row in frame.sort_values(["variant", "dataset", "seed", "run_key"]).itertuples():
         cell = table.setdefault((row.variant, row.dataset), Cell())
@@ -95,7 +95,7 @@ class PairedDelta:
     excludes_zero: bool
 
 
-def paired_boostlu(frame: pd.DataFrame, column: str = "test_map") -> list[PairedDelta]:
+def paired_boostlu(frame: pd.DataFrame, column: str) -> list[PairedDelta]:
     """For every method run with and without BoostLU on the same dataset and seeds: the per-seed differences of
     `column`, their mean and 95 % interval, and on how many seeds they are positive."""
     table = cells(frame, column)

@@ -187,6 +187,23 @@ def test_ablation_table_when_its_cells_exist(records):
     assert any("ll-r+boostlu " in line and "–" in line and "89.27" in line for line in ablation)
 
 
+def test_table_numbers_count_failures_pair_only_shared_cells_and_name_the_oracle():
+    from bench.frame import records_frame
+    from bench.tables import cells, is_oracle, paired_boostlu
+
+    runs = ([record("an", s, 80.0 + s) for s in range(3)] + [record("an+boostlu", s, 80.0 + s + (s > 0)) for s in
+                                                           range(3)]
+            + [record("ls+boostlu", 0, 70.0)]                              # no ls rows: nothing to pair it with
+            + [record("em", 0, 0, status="failed"), record("em", 1, 0, status="failed")])
+    frame = records_frame(runs)
+    table = cells(frame, "test_map_clean")
+    assert table[("em", "digits-mosaic")].failed == 2 and table[("em", "digits-mosaic")].n == 0
+    [pair] = paired_boostlu(frame, "test_map_clean")
+    assert (pair.method, pair.seeds, pair.positive) == ("an", 3, 2)  # a difference of exactly 0 is not positive
+    assert is_oracle("full") and is_oracle("full+boostlu (lr=0.1)") and not is_oracle("an (lr=0.1)")
+    assert not is_oracle("no-such-method")
+
+
 def paper_source(paper, rule="clean", **extra):
     return {"kind": "paper", "paper": paper, "source": f"{paper} et al.", "rule": rule, "values": {}, **extra}
 
