@@ -92,18 +92,30 @@ def add_grid_options(parser: argparse.ArgumentParser, *, seeds: bool = True) -> 
                              "resume on another node")
 
 
-def build_parser(handlers: dict[str, Callable[[argparse.Namespace], None]]) -> argparse.ArgumentParser:
+Handlers = dict[str, Callable[[argparse.Namespace], None]]
+"""Command name ('run', 'data info', ...) -> the function that carries it out."""
+
+
+def build_parser(handlers: Handlers) -> argparse.ArgumentParser:
     """The `pamlbench` parser; each command's `handler` default is `handlers[its name]` ('data info', ...)."""
-    common = storage_options()
     parser = OneLineParser(prog="pamlbench", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for add_command in (add_list, add_data, add_run, add_bench, add_tune, add_report, add_figures):
+        add_command(commands, handlers)
+    return parser
 
+
+def add_list(commands: argparse._SubParsersAction, handlers: Handlers) -> None:
+    """`list`: the registered methods or datasets."""
     listing = commands.add_parser("list", help="list registered methods or datasets")
     listing.add_argument("kind", choices=["methods", "datasets"])
     listing.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'll-*'")
     listing.add_argument("--dataset", help="show the defaults and tuning ranges on this dataset")
     listing.set_defaults(handler=handlers["list"])
 
+
+def add_data(commands: argparse._SubParsersAction, handlers: Handlers) -> None:
+    """`data info` and `data prepare`."""
     data = commands.add_parser("data", help="dataset commands").add_subparsers(dest="data_command", required=True,
                                                                               parser_class=OneLineParser)
     info = data.add_parser("info", help="print a dataset's card",
@@ -123,7 +135,10 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], None]]) -> a
     prep.add_argument("--no-verify", action="store_true", help="skip decoding every image once (faster)")
     prep.set_defaults(handler=handlers["data prepare"])
 
-    run = commands.add_parser("run", help="train one run (skipped if already recorded)", parents=[common])
+
+def add_run(commands: argparse._SubParsersAction, handlers: Handlers) -> None:
+    """`run`: one run."""
+    run = commands.add_parser("run", help="train one run (skipped if already recorded)", parents=[storage_options()])
     run.add_argument("--dataset", help="default: the first dataset of the project's benchmark.toml")
     run.add_argument("--method", required=True,
                      help="variant: a method name, optionally +boostlu, +boostlu-train or +boostlu-infer")
@@ -139,16 +154,22 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], None]]) -> a
     run.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
     run.set_defaults(handler=handlers["run"])
 
+
+def add_bench(commands: argparse._SubParsersAction, handlers: Handlers) -> None:
+    """`bench`: the grid, then the leaderboard."""
     bench = commands.add_parser("bench", help="run the benchmark grid, then write the leaderboard",
-                                parents=[common])
+                                parents=[storage_options()])
     add_grid_options(bench)
     bench.add_argument("--out", default=str(DEFAULT_LEADERBOARD), help="leaderboard file (default: leaderboard.md)")
     bench.add_argument("--no-report", action="store_true", help="do not write the leaderboard")
     bench.add_argument("--retry-failed", action="store_true", help="train runs recorded as failed again")
     bench.set_defaults(handler=handlers["bench"])
 
+
+def add_tune(commands: argparse._SubParsersAction, handlers: Handlers) -> None:
+    """`tune`: the Optuna studies of the grid."""
     tune_cmd = commands.add_parser("tune", help="tune hyperparameters with Optuna (one study per variant)",
-                                   parents=[common])
+                                   parents=[storage_options()])
     add_grid_options(tune_cmd, seeds=False)
     tune_cmd.add_argument("--n-trials", type=integer("--n-trials", 1),
                           help="finished trials per study (default: the grid file's [tuning] budget)")
@@ -164,6 +185,9 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], None]]) -> a
                           help="trial heartbeat in seconds; a trial silent for 3 beats is failed and retried")
     tune_cmd.set_defaults(handler=handlers["tune"])
 
+
+def add_report(commands: argparse._SubParsersAction, handlers: Handlers) -> None:
+    """`report`: the leaderboard from the records."""
     report_cmd = commands.add_parser("report", help="write the leaderboard from the run records",
                                      parents=[storage_options(cache=False, threads=False, storage=False)])
     report_cmd.add_argument("--format", choices=list(FORMAT_SUFFIX), default="md",
@@ -173,6 +197,9 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], None]]) -> a
                             help="replace an existing leaderboard even with one built from no records")
     report_cmd.set_defaults(handler=handlers["report"])
 
+
+def add_figures(commands: argparse._SubParsersAction, handlers: Handlers) -> None:
+    """`figures`: the checkpoint figures."""
     figures_cmd = commands.add_parser("figures", help="draw the CAM figures from the best-epoch checkpoints",
                                       parents=[storage_options(storage=False)])
     figures_cmd.add_argument("--train", action="store_true",
@@ -181,4 +208,3 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], None]]) -> a
     figures_cmd.add_argument("--dataset", action="append", default=None,
                              help="datasets (default: every dataset with records)")
     figures_cmd.set_defaults(handler=handlers["figures"])
-    return parser
