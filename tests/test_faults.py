@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import voc_tree
+from fixtures import voc_tree, write_grid
 from PIL import Image
 
 from bench.claims import ClaimStore
@@ -79,7 +79,9 @@ def test_a_run_on_a_full_disk_fails_with_one_line_and_releases_its_claim(tiny_di
 
 @pytest.mark.slow
 def test_sigterm_is_handled_like_ctrl_c(mini_mosaic, tmp_path, cache_root):
-    (tmp_path / "grid.toml").write_text(GRID.format(variants=["an", "wan"], e=6))
+    # 4 cells on 2 workers: when the first record is written, two cells are still to train (a signal then always
+    # finds one running; with 2 cells both could finish within one poll)
+    write_grid(tmp_path / "grid.toml", ["an", "wan"], [0, 1], epochs=6)
     worker = pamlbench("bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-tracking", cwd=tmp_path)
     deadline = time.time() + 300
     checkpoints = cache_root / "checkpoints"
