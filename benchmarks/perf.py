@@ -7,9 +7,10 @@ Every figure is the median of several repeats after a warm-up (harness and bare 
    normalise, on a generated folder of JPEGs;
 3. evaluation throughput;
    and the linear setting: the cost of extracting the pooled features once, and of a 25-epoch run reusing them;
-4. workers: the same small grid (8 cells of 3 epochs) with `--jobs 1 --threads 2` and with the default workers
-   (one 1-thread process per core), their throughput ratio, and the default grid's from-scratch wall time estimated
-   from the default's per-epoch cost of a cell;
+4. workers: the machine's ceiling (the bare loop in one process using every core, and in one 1-thread process per
+   core at once); then the same small grid (8 cells of 3 epochs) with `--jobs 1 --threads 2` and with the default
+   workers (one 1-thread process per core), their throughput ratio, and the default grid's from-scratch wall time
+   estimated from the default's per-epoch cost of a cell;
 5. the default benchmark's cost per dataset: the training time recorded by the committed records (the sum of their
    train seconds), and (unless --quick) the from-scratch wall time of `pamlbench bench` per dataset, with peak RSS;
 6. tuning: epochs trained by a fixed 20-trial search with and without pruning, and the best validation mAP of each
@@ -76,16 +77,22 @@ def bare_loop(trainer, batches: list[torch.Tensor], targets: list[torch.Tensor])
     return epoch
 
 
-def harness_vs_bare(trainer, label: str, repeats: int) -> None:
+def epoch_batches(trainer) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """One epoch of the trainer's training images, normalised, in order, with their observed positives as targets."""
     images = trainer.data.train_images
     order = torch.arange(len(images))
     batches, targets = [], []
     for start in range(0, len(images), trainer.spec.batch_size):
         index = order[start:start + trainer.spec.batch_size]
-        batches.append(trainer.normalise(images[index.to(images.device) if isinstance(images, torch.Tensor)
+        batches.append(trainer.model_input(images[index.to(images.device) if isinstance(images, torch.Tensor)
                                                 else index].to(trainer.device)))
         targets.append((trainer.state.observed[index.to(trainer.device)] == 1).float())
-    bare_epoch = bare_loop(trainer, batches, targets)
+    return batches, targets
+
+
+def harness_vs_bare(trainer, label: str, repeats: int) -> None:
+    images = trainer.data.train_images
+    bare_epoch = bare_loop(trainer, *epoch_batches(trainer))
     timings = {"harness": [], "bare": []}
     for number in range(repeats + 1):  # interleaved, so that a machine's drift hits both alike; first is warm-up
         for name, action in (("harness", lambda: trainer.train_epoch(1)), ("bare", bare_epoch)):
@@ -218,6 +225,39 @@ def from_scratch(workdir: Path) -> None:
     row("from scratch: whole default bench, wall s", f"{total:.0f}", f"goal <= {WHOLE_GOAL}; peak RSS {peak:.0f} MiB")
 
 
+def bare_throughput(threads: int, workdir: Path, repeats: int) -> None:
+    """Print the bare loop's images/s (small CNN, digits-mosaic, `threads` torch threads in this process): the median
+    of `repeats` epochs after one warm-up epoch. Run as a child process by `machine_ceiling`."""
+    from bench.spec import make_spec
+    from bench.trainer import Trainer
+
+    torch.set_num_threads(threads)
+    trainer = Trainer(make_spec("digits-mosaic", "an", 0), workdir / "cache", progress=False)
+    batches, targets = epoch_batches(trainer)
+    seconds = median_time(bare_loop(trainer, batches, targets), repeats)
+    print(sum(len(batch) for batch in batches) / seconds, flush=True)
+
+
+def machine_ceiling(workdir: Path, repeats: int) -> None:
+    """What the default workers can gain on this machine without any harness: the bare loop's images/s in one
+    process using every core, and summed over one 1-thread process per core running at the same time."""
+    from bench.workers import available_cores
+
+    cores = available_cores()
+
+    def start(threads: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, __file__, "--bare-throughput", str(threads), "--workdir",
+                                 str(workdir), "--repeats", str(repeats)], stdout=subprocess.PIPE, text=True)
+
+    single = float(start(cores).communicate()[0])
+    together = [start(1) for _ in range(cores)]
+    summed = sum(float(process.communicate()[0]) for process in together)
+    row(f"bare loop: one process of {cores} threads, images/s", f"{single:.0f}")
+    row(f"bare loop: {cores} processes of 1 thread at once, images/s summed", f"{summed:.0f}")
+    row("bare loop: the machine's ceiling for the default workers' gain", f"{summed / single:.2f}",
+        "the workers grid's ratio below cannot exceed it")
+
+
 WORKERS_GRID = (["an", "ls", "role", "ll-r"], [0, 1], 3)
 """The small grid of the workers comparison: 4 variants x 2 seeds of 3 epochs on digits-mosaic (8 cells)."""
 
@@ -229,7 +269,7 @@ def grid_wall_time(workdir: Path, name: str, *options: str) -> tuple[float, list
     from bench.records import read_records
 
     variants, seeds, epochs = WORKERS_GRID
-    grid = write_grid(workdir / "workers-grid.toml", variants, seeds, epochs)
+    grid = write_grid(workdir / "workers-grid.toml", variants, seeds, epochs, dataset="digits-mosaic")
     results = workdir / f"workers-{name}"
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--config", str(grid), "--results", str(results),
@@ -339,7 +379,12 @@ def main() -> None:
                                                                       "as a first `make bench`)")
     parser.add_argument("--cluster-only", action="store_true", help="only the cluster throughput (section 6)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--bare-throughput", type=int, metavar="THREADS", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_throughput:
+        bare_throughput(args.bare_throughput, args.workdir, args.repeats)
+        return
     from bench.spec import make_spec
     from bench.trainer import Trainer
 
@@ -367,6 +412,7 @@ def main() -> None:
         f"{time.perf_counter() - started:.1f}")
     linear_setting(workdir)
     recorded_cost(ROOT / "results")
+    machine_ceiling(workdir, args.repeats)
     workers(workdir)
     if not (args.quick or args.no_full_bench):
         from_scratch(workdir)
