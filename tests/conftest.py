@@ -11,6 +11,29 @@ from fixtures import TEST_PLUGINS, plugin_path
 
 from bench.workspace import Workspace
 
+SHARED_MODULE_FIXTURE = ("tests/test_cluster.py", "tests/test_digits_mosaic.py", "tests/test_recipes.py")
+"""Test files whose tests share a costly module-scoped fixture (a Ray cluster, a built dataset, a prepared folder)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow run first: the xdist workers take tests from one queue, so the short tests fill the end of
+    the run and neither worker waits long for the other."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """The xdist workers take tests one at a time from one queue, except that each file of SHARED_MODULE_FIXTURE
+    goes whole to one worker, which builds its fixture once. (xdist's own `--dist loadgroup` marks do not group
+    under pytest 9.2, which no longer reads the node id xdist rewrites.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureFilesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::")[0]
+            return path if path in SHARED_MODULE_FIXTURE else nodeid
+
+    return SharedFixtureFilesTogether(config, log)
+
 
 @pytest.fixture
 def mini_mosaic() -> Iterator[str]:

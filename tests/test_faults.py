@@ -53,6 +53,7 @@ def test_a_full_disk_is_one_error_naming_the_path_and_leaves_no_partial_file(tin
     assert [p.name for p in (tiny_disk / "results").iterdir()] == []
 
 
+@pytest.mark.slow
 def test_a_run_on_a_full_disk_fails_with_one_line_and_releases_its_claim(tiny_disk, mini_mosaic, tmp_path,
                                                                          cache_root):
     """The epoch checkpoint cannot be written (the cache is on the full disk): one line, exit 2, claim released."""
@@ -208,6 +209,7 @@ def test_runs_of_a_killed_worker_are_marked_killed_by_the_next_tracker(tmp_path)
     assert MlflowClient(uri).get_run(alive).info.status == "RUNNING"  # a live worker's run is left alone
 
 
+@pytest.mark.slow
 def test_figures_missing_from_the_leaderboard_are_redrawn(mini_mosaic, tmp_path, cache_root):
     (tmp_path / "grid.toml").write_text(GRID.format(variants=["full", "an"], e=1))
     common = ["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-tracking"]

@@ -246,6 +246,7 @@ def test_a_closed_pipe_ends_quietly(project):
     assert done.returncode in (0, 141)
 
 
+@pytest.mark.slow
 def test_figures_on_a_clone_without_checkpoints_say_how_to_get_them(project, cache_root, capsys):
     """A fresh clone has the records but not the best-epoch weights: `figures` says how to get them instead of
     sending the user to a `make bench` that trains nothing, and `figures --train` trains those cells again (the

@@ -35,6 +35,7 @@ def results_part(board: str) -> str:
 
 # --- numerical faults ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_non_finite_loss_is_recorded_as_failed_and_the_grid_goes_on(faulty_plugins, mini_mosaic, workspace):
     specs = Grid([mini_mosaic], ["nan-after-epoch-1", "an"], [0], overrides={"epochs": 2}, device="cpu",
                  recipes=["defaults"]).cells(Path("unused"))[0]
@@ -51,6 +52,7 @@ def test_non_finite_loss_is_recorded_as_failed_and_the_grid_goes_on(faulty_plugi
     assert run_grid(specs, workspace, progress=False)["recorded"] == 2
 
 
+@pytest.mark.slow
 def test_cuda_out_of_memory_is_a_clear_error_and_no_record(faulty_plugins, mini_mosaic, tmp_path, cache_root):
     code, out, err = finish(pamlbench("run", "--dataset", mini_mosaic, "--method", "out-of-memory", "--results",
                                       "results", "--cache", str(cache_root), "--set", "batch_size=64", cwd=tmp_path))
@@ -90,6 +92,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_bench(mini_mosaic, tmp_path)
     assert results_part((killed / "leaderboard.md").read_text()) == results_part((calm / "leaderboard.md").read_text())
 
 
+@pytest.mark.slow
 def test_resume_from_epoch_checkpoint_equals_uninterrupted(mini_mosaic, workspace, tmp_path):
     spec = make_spec(mini_mosaic, "role", 0, overrides={"epochs": 3})
     whole = Trainer(spec, workspace.data_cache, progress=False).run()
