@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
+import re
 import typing
 from pathlib import Path
 
 import pytest
+import torch
+from fixtures import voc_tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench import registry
+from bench.cli import main
 from bench.spec import RunSpec, make_spec
-from bench.versions import BENCH_DIR, NOT_RESULT_AFFECTING, harness_version
+from bench.versions import BENCH_DIR, NOT_RESULT_AFFECTING, code_version, harness_version
 
 LOCATION_FIELDS = {"data_dir"}
 """RunSpec fields that say where the data is, not what it is (its content is the data fingerprint)."""
@@ -55,9 +61,7 @@ def test_any_field_change_changes_the_key(data):
     name = data.draw(st.sampled_from(sorted(set(HINTS) - LOCATION_FIELDS)))
     value = data.draw(VALUES[HINTS[name]].filter(lambda v: v != getattr(BASE, name)
                                                  or type(v) is not type(getattr(BASE, name))))
-    changed = dataclasses.replace(BASE, **{name: value})
-    if changed.to_dict() == BASE.to_dict():  # e.g. 1 == 1.0 == True: the same value spelt otherwise
-        return
+    changed = dataclasses.replace(BASE, **{name: value})  # 1 for 1.0 or True too: JSON spells each differently
     assert changed.key(IDENTITY) != BASE.key(IDENTITY), (name, value)
 
 
@@ -79,10 +83,49 @@ def test_the_data_location_is_not_in_the_key():
     assert dataclasses.replace(BASE, data_dir="/elsewhere").key(IDENTITY) == BASE.key(IDENTITY)
 
 
+def test_the_key_is_16_hex_digits_whatever_the_order_of_the_identity():
+    reordered = {part: IDENTITY[part] for part in reversed(IDENTITY)}
+    reordered["numerics"] = dict(reversed(IDENTITY["numerics"].items()))
+    assert BASE.key(reordered) == BASE.key(IDENTITY)
+    assert re.fullmatch("[0-9a-f]{16}", BASE.key(IDENTITY))
+
+
+def test_a_spec_comes_back_from_its_record_form():
+    spec = dataclasses.replace(BASE, hparams=(("alpha", 0.5), ("beta", 2)))
+    fields = json.loads(json.dumps(spec.to_dict()))  # as a record stores it
+    assert fields["hparams"] == {"alpha": 0.5, "beta": 2}
+    assert RunSpec.from_dict(fields) == spec
+    assert RunSpec.from_dict({k: v for k, v in BASE.to_dict().items() if k != "hparams"}) == BASE  # none: empty
+
+
 def test_the_real_identity_has_every_part(cache_root):
     identity = BASE.identity(cache_root)
     assert set(identity) == set(IDENTITY)
     assert identity["numerics"]["device"] == "cpu" and identity["numerics"]["threads"] >= 1
+    assert re.fullmatch("[0-9a-f]{12}", identity["code_version"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", identity["torch"]) and torch.__version__.startswith(identity["torch"])
+
+
+def test_the_code_version_hashes_both_plugin_files(mini_mosaic, cache_root):
+    code = BASE.identity(cache_root)["code_version"]
+    assert code == code_version(registry.method_class("an"), registry.dataset_class("digits-mosaic"))
+    assert make_spec("digits-mosaic", "role", 0).identity(cache_root)["code_version"] != code  # methods/role.py
+    assert make_spec(mini_mosaic, "an", 0).identity(cache_root)["code_version"] != code  # the test plugin's file
+
+
+def test_the_numerics_are_those_of_the_spec_s_device(monkeypatch, cache_root):
+    import bench.spec
+
+    monkeypatch.setattr(bench.spec, "numerics", lambda device: {"device": device})
+    assert dataclasses.replace(BASE, device="cuda").identity(cache_root)["numerics"] == {"device": "cuda"}
+
+
+def test_the_data_fingerprint_is_that_of_the_spec_s_folder(tmp_path, cache_root):
+    voc_tree(tmp_path / "raw", train=8, val=4)
+    assert main(["data", "prepare", "voc", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "voc")]) == 0
+    spec = make_spec("voc", "an", 0, data_dir=str(tmp_path / "voc"), weights="none")
+    fingerprint = registry.dataset_class("voc")().fingerprint(tmp_path / "voc", cache_root)
+    assert spec.identity(cache_root)["data_fingerprint"] == fingerprint
 
 
 def bench_imports(module: str) -> set[str]:

@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from bench.errors import UserError
-from bench.spec import make_spec, parse_variant
+from bench.spec import make_spec, parse_variant, variant_trainer_hparams
 from bench.versions import code_version
 
 
@@ -116,3 +116,20 @@ def test_bad_values_are_user_errors(kwargs, message):
     args = {"dataset": "digits-mosaic", "variant": "an", "seed": 0} | kwargs
     with pytest.raises(UserError, match=message):
         make_spec(**args)
+
+
+@pytest.mark.parametrize(("variant", "boost", "linear_init"), [
+    ("an", False, False), ("an+boostlu", True, False), ("an+boostlu-train", True, False),
+    ("an+boostlu-infer", True, False), ("role+li", False, True), ("ls+li", False, True)])
+def test_a_variant_has_the_boostlu_and_linearinit_settings_only_when_it_has_them(variant, boost, linear_init):
+    names = set(variant_trainer_hparams(variant))
+    assert ("boost_alpha" in names) is boost
+    assert {"li_epochs", "li_lr"} <= names if linear_init else not names & {"li_epochs", "li_lr"}
+    assert {"lr", "batch_size", "epochs"} <= names
+
+
+def test_make_spec_keeps_every_setting_it_is_given():
+    spec = make_spec("voc", "an", 3, protocol="partial-0.5", label_seed=7, device="cuda", weights="none",
+                     recipe="tuned", data_dir="/data/here")
+    assert (spec.protocol, spec.label_seed, spec.device, spec.weights, spec.recipe, spec.data_dir, spec.seed) == (
+        "partial-0.5", 7, "cuda", "none", "tuned", "/data/here", 3)
