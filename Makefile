@@ -61,7 +61,7 @@ test: $(STAMP) system-packages  ## run the test suite
 	$(BIN)/python -m pytest
 
 mutation: $(STAMP)  ## mutation testing of the modules in pyproject.toml's [tool.mutmut] (slow; resumable; not in make test)
-	$(BIN)/mutmut run --max-children 2
+	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2  # one OpenMP thread: mutmut forks a child per mutant
 	$(BIN)/mutmut results
 
 # Debian packages the tests and the benchmark use: a PostgreSQL server (multi-worker tests) and Fashion-MNIST's IDX

@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from bench.errors import UserError
-from bench.spec import make_spec, parse_variant, variant_trainer_hparams
+from bench.spec import TRAINING_HPARAMS, check_seed, make_spec, parse_variant, variant_trainer_hparams
 from bench.versions import code_version
 
 
@@ -133,3 +133,52 @@ def test_make_spec_keeps_every_setting_it_is_given():
                      recipe="tuned", data_dir="/data/here")
     assert (spec.protocol, spec.label_seed, spec.device, spec.weights, spec.recipe, spec.data_dir, spec.seed) == (
         "partial-0.5", 7, "cuda", "none", "tuned", "/data/here", 3)
+
+
+@pytest.mark.parametrize("value", [True, 1.0, "1", -1, 2**32])
+def test_a_seed_must_be_an_integer_in_numpy_s_range(value):
+    with pytest.raises(UserError, match=r"^seed .* must be an integer in \[0, 4294967296\)$"):
+        check_seed("seed", value)
+
+
+def test_the_seed_range_ends_at_numpy_s_limit():
+    assert check_seed("seed", 0) == 0 and check_seed("seed", 2**32 - 1) == 2**32 - 1
+
+
+def test_an_unknown_hyperparameter_lists_the_method_s_and_the_trainer_s():
+    trainer = ", ".join(TRAINING_HPARAMS)
+    with pytest.raises(UserError) as raised:
+        make_spec("digits-mosaic", "an", 0, overrides={"bogus": 1})
+    assert str(raised.value) == (f"method 'an' has no hyperparameter 'bogus' (it has: none; and the trainer's: "
+                                 f"{trainer})")
+    with pytest.raises(UserError) as raised:
+        make_spec("digits-mosaic", "ll-r", 0, overrides={"bogus": 1})
+    assert str(raised.value) == ("method 'll-r' has no hyperparameter 'bogus' (it has: delta_rel, exact_schedule; and "
+                                 f"the trainer's: {trainer})")
+
+
+def test_a_dataset_that_needs_a_folder_says_how_to_get_one():
+    with pytest.raises(UserError) as raised:
+        make_spec("voc", "an", 0)
+    assert str(raised.value) == "dataset 'voc' needs --data DIR (the folder `pamlbench data prepare` wrote)"
+
+
+@pytest.mark.parametrize("variant", ["role+li+boostlu", "role+li+boostlu-train", "role+li+boostlu-infer"])
+def test_linear_init_takes_no_half_of_boostlu_either(variant):
+    with pytest.raises(UserError, match="LinearInit and BoostLU are not combined"):
+        make_spec("digits-mosaic", variant, 0)
+    assert parse_variant(variant)[0] == "role"
+
+
+@pytest.mark.parametrize("variant", ["an+boostlu-train", "an+boostlu-infer"])
+def test_boost_alpha_belongs_to_either_half_of_boostlu(variant):
+    assert make_spec("digits-mosaic", variant, 0, overrides={"boost_alpha": 3.0}).boost_alpha == 3.0
+
+
+def test_a_dataset_s_default_weights_go_with_its_default_backbone_only():
+    assert make_spec("voc", "an", 0, data_dir="/data").weights == "imagenet"
+    assert make_spec("voc", "an", 0, data_dir="/data", overrides={"backbone": "small-cnn"}).weights is None
+
+
+def test_a_spec_s_recipe_is_defaults_unless_named():
+    assert make_spec("digits-mosaic", "an", 0).recipe == "defaults"
