@@ -21,6 +21,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unused when it is not loaded
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """The xdist workers take tests one at a time from one queue, except that each file of SHARED_MODULE_FIXTURE
     goes whole to one worker, which builds its fixture once. (xdist's own `--dist loadgroup` marks do not group
