@@ -252,12 +252,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def show_plan(args: argparse.Namespace, grid, cells, workspace: Workspace) -> None:
     """Print every cell with its settings' origins and whether it is recorded; train and write nothing."""
+    from bench.identity import run_identity
     from bench.plan import print_plan
     from bench.records import record_path
 
     cli = set(parse_assignments(args.set))
-    statuses = ["recorded" if record_path(workspace.results, spec.key(spec.identity(workspace.data_cache))).exists()
-                else "to train" for spec, _ in cells]
+    keys = [spec.key(run_identity(spec, workspace.data_cache)) for spec, _ in cells]
+    statuses = ["recorded" if record_path(workspace.results, key).exists() else "to train" for key in keys]
     print_plan(cells, statuses, cli=cli, grid_file=set(grid.overrides) - cli)
 
 

@@ -34,6 +34,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from bench import checkpoints, stats  # noqa: E402
 from bench.errors import UserError  # noqa: E402
 from bench.frame import file_slug, recipes_present, records_frame  # noqa: E402
+from bench.identity import run_identity  # noqa: E402
 from bench.model import boostlu, build_model  # noqa: E402
 from bench.papers import papers  # noqa: E402
 from bench.recipes import RECIPES  # noqa: E402
@@ -168,7 +169,7 @@ def train_missing_weights(records: list[dict[str, Any]], dataset: str, workspace
             continue
         spec = RunSpec.from_dict(record["spec"])
         torch.set_num_threads(record.get("numerics", {}).get("threads") or torch.get_num_threads())
-        key = spec.key(spec.identity(workspace.data_cache))
+        key = spec.key(run_identity(spec, workspace.data_cache))
         if key != record["run_key"]:
             print(f"figures: cannot train {spec.variant} seed {spec.seed} on {dataset} again here: this code, data "
                   f"or numerics give the run key {key}, not the record's {record['run_key']}")

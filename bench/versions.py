@@ -29,6 +29,7 @@ NOT_RESULT_AFFECTING: dict[str, str] = {
     "figures.py": "draws figures from finished runs",
     "frame.py": "the table of finished runs that the report and the figures read",
     "grid.py": "turns the grid file and options into RunSpecs, whose every field is in the key",
+    "identity.py": "adds a weights file's checksum to the run's identity (the key); the trainer loads the file",
     "localcluster.py": "starts Ray processes for tests and benchmarks",
     "numerics.py": "describes the numerics; the descriptor itself is part of the run key",
     "plan.py": "prints what a command would train",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import json
 import re
 import typing
@@ -19,6 +20,9 @@ from hypothesis import strategies as st
 
 from bench import registry
 from bench.cli import main
+from bench.errors import UserError
+from bench.identity import run_identity
+from bench.runner import base_record
 from bench.spec import RunSpec, make_spec
 from bench.versions import BENCH_DIR, NOT_RESULT_AFFECTING, code_version, harness_version
 
@@ -118,6 +122,30 @@ def test_the_numerics_are_those_of_the_spec_s_device(monkeypatch, cache_root):
 
     monkeypatch.setattr(bench.spec, "numerics", lambda device: {"device": device})
     assert dataclasses.replace(BASE, device="cuda").identity(cache_root)["numerics"] == {"device": "cuda"}
+
+
+def test_a_weights_file_enters_the_key_by_its_content(tmp_path, cache_root):
+    weights = tmp_path / "backbone.pth"
+    weights.write_bytes(b"first weights")
+    spec = dataclasses.replace(BASE, weights=str(weights))
+    first = run_identity(spec, cache_root)
+    assert first == {**spec.identity(cache_root), "weights_sha256": hashlib.sha256(b"first weights").hexdigest()}
+    assert run_identity(spec, cache_root) == first                        # the same file: the same identity
+    assert base_record(spec, "key", first, {"kind": "defaults"})["weights_sha256"] == first["weights_sha256"]
+    weights.write_bytes(b"other weights, longer")                         # replaced at the same path
+    assert spec.key(run_identity(spec, cache_root)) != spec.key(first)
+    for built_in in (None, "none", "imagenet"):                           # no file: the spec's own identity
+        named = dataclasses.replace(BASE, weights=built_in)
+        assert run_identity(named, cache_root) == named.identity(cache_root)
+    weights.unlink()
+    with pytest.raises(UserError, match=f"weights file {weights} does not exist"):
+        run_identity(spec, cache_root)
+
+
+def test_every_key_is_computed_from_the_run_identity():
+    """A module that keyed a run by `RunSpec.identity` alone would miss the weights file's checksum."""
+    callers = [path.name for path in BENCH_DIR.glob("*.py") if ".identity(" in path.read_text()]
+    assert callers == ["identity.py"]
 
 
 def test_the_data_fingerprint_is_that_of_the_spec_s_folder(tmp_path, cache_root):
