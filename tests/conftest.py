@@ -3,11 +3,13 @@ and test plugins on PAMLBENCH_PLUGIN_PATH (mini-mosaic, methods that fail on pur
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures import TEST_PLUGINS, plugin_path
+from fixtures import PROJECT_GRID, TEST_PLUGINS, plugin_path
 
 from bench.workspace import Workspace
 
@@ -47,6 +49,32 @@ def mini_mosaic() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pamlbench-cache")
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory: pytest.TempPathFactory, cache_root: Path) -> Path:
+    """A working folder with one finished record (trained with MLflow tracking on) and a grid file, built once per
+    test process for the bad-input, hostile-input and plan tests."""
+    from bench.cli import main
+
+    root = tmp_path_factory.mktemp("trained-project")
+    (root / "grid.toml").write_text(PROJECT_GRID)
+    here = Path.cwd()
+    os.chdir(root)
+    try:
+        assert main(["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-report"]) == 0
+    finally:
+        os.chdir(here)
+    return root
+
+
+@pytest.fixture
+def project(trained_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the trained project, as the working folder."""
+    folder = tmp_path / "project"
+    shutil.copytree(trained_project, folder)
+    monkeypatch.chdir(folder)
+    return folder
 
 
 @pytest.fixture

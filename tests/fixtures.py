@@ -37,6 +37,10 @@ def plugin_path(root: Path) -> Iterator[Path]:
         registry.datasets.cache_clear()
 
 
+PROJECT_GRID = "datasets = ['digits-mosaic']\nvariants = ['an']\nseeds = [0]\ndevice = 'cpu'\n[overrides]\nepochs = 1\n"
+"""The grid file of the trained project that the bad-input, hostile-input and plan tests start from."""
+
+
 def write_grid(path: Path, variants: list[str], seeds: list[int], epochs: int, dataset: str = "mini-mosaic") -> Path:
     """A grid file of `variants` x `seeds` on the CPU, `epochs` epochs each, on `dataset` (mini-mosaic by default,
     which needs the `mini_mosaic` fixture)."""

@@ -1,39 +1,16 @@
 """Bad input: one line saying what is wrong and what to do, exit status 2, nothing written or corrupted.
 
-The trained project (one finished record, a grid file) is built once per session and copied for each case."""
+The trained project (one finished record, a grid file; the `project` fixture of conftest.py) is built once per
+session and copied for each case."""
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures import PROJECT_GRID as GRID
 
 from bench.cli import main
-
-GRID = "datasets = ['digits-mosaic']\nvariants = ['an']\nseeds = [0]\ndevice = 'cpu'\n[overrides]\nepochs = 1\n"
-
-
-@pytest.fixture(scope="session")
-def trained_project(tmp_path_factory: pytest.TempPathFactory, cache_root: Path) -> Path:
-    """A working folder with one finished record (trained with MLflow tracking on) and a grid file."""
-    root = tmp_path_factory.mktemp("trained-project")
-    (root / "grid.toml").write_text(GRID)
-    here = Path.cwd()
-    os.chdir(root)
-    try:
-        assert main(["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-report"]) == 0
-    finally:
-        os.chdir(here)
-    return root
-
-
-@pytest.fixture
-def project(trained_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "project"
-    shutil.copytree(trained_project, folder)
-    monkeypatch.chdir(folder)
-    return folder
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

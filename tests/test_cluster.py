@@ -41,7 +41,8 @@ def cluster():
 def one_process_reference(grid: Path, folder: Path, cache: Path) -> dict:
     """The same cells trained by a plain single-process `bench` with one thread (as each Ray task has)."""
     done = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--config", str(grid), "--results",
-                           str(folder), "--cache", str(cache), "--no-report", "--no-tracking", "--threads", "1"],
+                           str(folder), "--cache", str(cache), "--no-report", "--no-tracking", "--jobs", "1",
+                           "--threads", "1"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return metrics(folder)

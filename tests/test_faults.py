@@ -212,7 +212,7 @@ def test_runs_of_a_killed_worker_are_marked_killed_by_the_next_tracker(tmp_path)
 @pytest.mark.slow
 def test_figures_missing_from_the_leaderboard_are_redrawn(mini_mosaic, tmp_path, cache_root):
     (tmp_path / "grid.toml").write_text(GRID.format(variants=["full", "an"], e=1))
-    common = ["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-tracking"]
+    common = ["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-tracking", "--jobs", "1"]
     assert subprocess.run([sys.executable, "-m", "bench.cli", *common], cwd=tmp_path, capture_output=True,
                           timeout=300).returncode == 0
     figure = tmp_path / "results" / "figures" / "cam_attribution_mini-mosaic.png"

@@ -19,8 +19,6 @@ from test_bad_input import run_case, snapshot
 
 from bench import registry
 
-pytest_plugins = ["test_bad_input"]
-
 
 def first_record() -> Path:
     return sorted(Path("results").glob("*.json"))[0]

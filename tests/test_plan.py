@@ -6,8 +6,6 @@ from test_bad_input import snapshot
 
 from bench.cli import main
 
-pytest_plugins = ["test_bad_input"]
-
 
 def test_bench_plan_names_each_value_and_its_origin(project, cache_root, capsys):
     Path("grid.toml").write_text(Path("grid.toml").read_text().replace("variants = ['an']",

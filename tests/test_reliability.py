@@ -136,7 +136,7 @@ def test_checkpoint_of_another_run_or_unsafe_pickle_is_refused(mini_mosaic, work
 def test_two_workers_share_one_grid_without_training_a_cell_twice(mini_mosaic, tmp_path, cache_root):
     config = write_grid(tmp_path / "grid.toml", ["an", "wan"], [0, 1, 2], epochs=1)
     args = ("bench", "--config", str(config), "--results", "results", "--cache", str(cache_root), "--no-report",
-            "--threads", "1")
+            "--jobs", "1", "--threads", "1")  # two single-process commands: only the claims keep them apart
     workers = [pamlbench(*args, cwd=tmp_path) for _ in range(2)]
     outputs = [finish(worker) for worker in workers]
     assert all(code == 0 for code, _, _ in outputs), outputs

@@ -115,7 +115,7 @@ def test_two_workers_on_postgresql_share_a_study_and_a_grid(mini_mosaic, tmp_pat
 
     grid_file(tmp_path, variants=("an", "wan"), seeds=(0, 1), epochs=1)
     common = ("--config", "grid.toml", "--storage", postgres_url, "--cache", str(cache_root), "--no-tracking",
-              "--threads", "1")
+              "--jobs", "1", "--threads", "1")
     tuners = [pamlbench("tune", "--variants", "an", "--n-trials", "4", "--pruner", "none", *common, cwd=tmp_path)
               for _ in range(2)]
     outputs = [worker.communicate(timeout=600) for worker in tuners]
