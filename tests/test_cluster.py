@@ -124,7 +124,7 @@ def test_cluster_auto_starts_ray_on_this_machine_with_every_cpu(mini_mosaic, tmp
 
 
 def test_killed_worker_node_its_cell_is_retried_and_recorded_once(cluster, tmp_path, cache_root):
-    grid = write_grid(tmp_path / "grid.toml", ["an"], [3, 4], epochs=30)  # long enough to be killed mid-cell
+    grid = write_grid(tmp_path / "grid.toml", ["an"], [3, 4], epochs=20)  # long enough to be killed mid-cell
     worker_cache = tmp_path / "worker-cache"
     if (cache_root / "data").is_dir():  # the built mosaics: the nodes need not build them again
         shutil.copytree(cache_root / "data", worker_cache / "data")

@@ -65,7 +65,7 @@ def test_cuda_out_of_memory_is_a_clear_error_and_no_record(faulty_plugins, mini_
 
 @pytest.mark.slow
 def test_kill_9_then_resume_equals_an_uninterrupted_bench(mini_mosaic, tmp_path):
-    config = write_grid(tmp_path / "grid.toml", ["an", "ls"], [0, 1], epochs=6)
+    config = write_grid(tmp_path / "grid.toml", ["an", "ls"], [0, 1], epochs=4)
     killed, calm = tmp_path / "killed", tmp_path / "calm"
     for folder in (killed, calm):
         folder.mkdir()
