@@ -4,6 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from bench import checkpoints
+from bench.errors import UserError
 from bench.method import Method
 from bench.spec import make_spec
 from bench.trainer import Progress, Trainer, learning_rate_factor
@@ -153,3 +155,19 @@ def test_one_run_records_every_epoch_and_three_selections(mini_mosaic, cache_roo
     assert (result["test_map"], result["best_epoch"]) == (clean["test_map"], clean["epoch"])
     observed = selections["observed"]
     assert observed["val_map"] == max(point["val_map_observed"] for point in result["curve"])
+
+
+def test_a_checkpoint_of_another_run_or_another_model_is_refused_in_one_line(mini_mosaic, cache_root, tmp_path):
+    spec = make_spec(mini_mosaic, "an", 0, overrides={"epochs": 1})
+    trainer = Trainer(spec, cache_root, progress=False)
+    other_run = tmp_path / "other.partial.pt"
+    checkpoints.save({"run_key_fields": {**spec.to_dict(), "seed": 1}}, other_run)
+    with pytest.raises(UserError) as raised:
+        trainer.restore(other_run)
+    assert str(raised.value) == f"checkpoint {other_run} belongs to another run; delete it to start this run afresh"
+    misfit = tmp_path / "misfit.partial.pt"
+    checkpoints.save({"run_key_fields": spec.to_dict(), "model": {"layer.weight": torch.zeros(3)}}, misfit)
+    with pytest.raises(UserError) as raised:
+        trainer.restore(misfit)
+    assert str(raised.value) == (f"checkpoint {misfit} does not fit this model (Error(s) in loading state_dict for "
+                                 "CamClassifier:); delete it to start this run afresh")  # torch's first line
