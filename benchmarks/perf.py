@@ -272,9 +272,11 @@ def grid_wall_time(workdir: Path, name: str, *options: str) -> tuple[float, list
     grid = write_grid(workdir / "workers-grid.toml", variants, seeds, epochs, dataset="digits-mosaic")
     results = workdir / f"workers-{name}"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--config", str(grid), "--results", str(results),
-                    "--cache", str(workdir / "cache"), "--no-tracking", "--no-report", *options], check=True,
-                   stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--config", str(grid), "--results",
+                           str(results), "--cache", str(workdir / "cache"), "--no-tracking", "--no-report", *options],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench {' '.join(options)} failed: {done.stderr.strip()[-2000:]}")
     return time.perf_counter() - started, read_records(results)
 
 
