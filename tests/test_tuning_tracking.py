@@ -91,7 +91,9 @@ def test_killed_tune_resumes_and_retries_the_lost_trial(mini_mosaic, tmp_path, c
             trials = optuna.load_study(study_name=name, storage=storage).trials
         except KeyError:
             trials = []
-        if [t.state.name for t in trials] == ["COMPLETE", "RUNNING"]:
+        # the second trial has run an epoch, so its heartbeat is recorded: optuna counts a trial as stale only by
+        # its heartbeats, and one killed between its creation and its first heartbeat would stay RUNNING
+        if [t.state.name for t in trials] == ["COMPLETE", "RUNNING"] and trials[1].intermediate_values:
             break
         time.sleep(0.2)
     worker.send_signal(signal.SIGKILL)
