@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fixtures import PROJECT_GRID as GRID
+from fixtures import PROJECT_GRID
 
 from bench.cli import main
 
@@ -128,7 +128,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, project, capsys)
 @pytest.mark.parametrize("case", list(BAD_GRIDS))
 def test_malformed_grid_files(case, project, capsys):
     text, message = BAD_GRIDS[case]
-    lines = {line.split(" = ")[0]: line for line in GRID.split("[overrides]")[0].splitlines()}
+    lines = {line.split(" = ")[0]: line for line in PROJECT_GRID.split("[overrides]")[0].splitlines()}
     lines[text.split(" = ")[0]] = text
     Path("bad.toml").write_text("\n".join(lines.values()) + "\n")
     before = snapshot(project)
