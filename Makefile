@@ -7,8 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pamlbench-installed
-# pip on this project's machines lists local wheel folders that lack most packages; hide that noise only.
-PIP_NOISE := grep -v "is ignored: it is neither a file nor a directory" || true
+# pip on this project's machines lists local wheel folders that lack most packages; hide that noise only. The braces
+# keep `|| true` on grep alone: a failed install still fails the pipeline (pipefail) and leaves no stamp.
+PIP_NOISE := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: setup bench bench-quick prepare tune perf report test mutation system-packages lint ui clean-cache
 
@@ -27,6 +28,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing pamlbench and its dependencies into $(VENV) (first time: a few minutes)"
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,cluster]' 2>&1 | $(PIP_NOISE)
+	@$(BIN)/python -c "import torch, torchvision" || { echo "torch does not import in $(VENV): a broken install (is the disk full?)"; exit 1; }
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create/update the virtual environment
