@@ -24,6 +24,7 @@ from bench.arguments import (
     output_file,
     parse_assignments,
 )
+from bench.backbone_weights import check_backbone_weights
 from bench.cluster import DEFAULT_RETRIES
 from bench.errors import UserError
 from bench.parser import DEFAULT_GRID, FORMAT_SUFFIX, build_parser
@@ -129,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     spec = refuse_unkeyed_features(make_spec(
         dataset, args.method, args.seed, overrides=overrides, protocol=args.protocol, label_seed=args.label_seed,
         device=resolve_device(args.device), data_dir=folder_argument(args.data, "--data"), weights=args.weights))
+    check_backbone_weights([spec])
     source = {"kind": "manual", "values": overrides} if overrides else {"kind": "defaults"}
     workspace = workspace_from(args)
     claims, tracker = open_stores(args, workspace)
@@ -223,6 +225,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(f"bench: skipped: {line}", flush=True)
     if not cells:
         raise UserError(f"nothing to train: {skipped[0]}" if skipped else "nothing to train")
+    check_backbone_weights((spec for spec, _ in cells), imagenet_here=not (args.cluster or args.plan))
     if args.plan:
         show_plan(args, grid, cells, workspace)
         return
@@ -298,6 +301,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     plan = worker_plan(args, grid)
     spec_grid = grid.narrow(device="cpu") if args.cluster else grid  # on a cluster, its resources pick the device
     base_specs, budget = study_bases(spec_grid, args.recipe or ["tuned"], budget)
+    check_backbone_weights(base_specs, imagenet_here=not (args.cluster or args.plan))
     if args.plan:
         from bench.plan import print_plan, space_text
         from bench.studies import paper_settings, study_space
@@ -340,13 +344,18 @@ def report(workspace: Workspace, out: Path, fmt: str, force: bool) -> None:
     from bench.records import read_records
     from bench.report import write_report
 
-    if not workspace.results.is_dir():
-        raise UserError(f"results folder {workspace.results} does not exist; run `pamlbench bench` first or give "
-                        "--results")
-    records = read_records(workspace.results)
+    records = read_records(existing_results(workspace))
     written = write_report(records, out, workspace, fmt, force=force)
     print(f"report: {out} written from {len(records)} record(s)" + (f", and {len(written) - 1} table/figure file(s)"
                                                                     if len(written) > 1 else ""))
+
+
+def existing_results(workspace: Workspace) -> Path:
+    """The results folder that `report` and `figures` read; UserError when it does not exist."""
+    if not workspace.results.is_dir():
+        raise UserError(f"results folder {workspace.results} does not exist; run `pamlbench bench` first or give "
+                        "--results")
+    return workspace.results
 
 
 def figures(workspace: Workspace, datasets: list[str], redraw: bool) -> None:
@@ -378,7 +387,9 @@ def cmd_figures(args: argparse.Namespace) -> None:
     workspace = workspace_from(args)
     for name in args.dataset or []:
         registry.dataset_class(name)
-    records = read_records(workspace.results)
+    records = read_records(existing_results(workspace))
+    if not records:
+        raise UserError(f"no run records in {workspace.results}: run `pamlbench bench` first or give --results")
     datasets = args.dataset or sorted({r["spec"]["dataset"] for r in records})
     if args.train:
         workspace.ensure_writable()

@@ -20,6 +20,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 NOT_RESULT_AFFECTING: dict[str, str] = {
     "__init__.py": "re-exports the plugin API; defines nothing that computes",
     "arguments.py": "command-line argument parsing",
+    "backbone_weights.py": "checks --weights before a command writes anything, through the model's own loader",
     "checkpoints.py": "saves and loads tensors as given (resume equality is tested for every method)",
     "claims.py": "which worker trains which cell",
     "cli.py": "the command line",

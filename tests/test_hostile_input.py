@@ -12,9 +12,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 from test_bad_input import run_case, snapshot
 
 from bench import registry
@@ -61,6 +63,25 @@ def grid(text: str):
 
 def nothing() -> None:
     pass
+
+
+def weights_file(content: bytes | dict):
+    """Lay out `w.pth`: the bytes given, or a dict of tensors saved by torch."""
+    def lay_out() -> None:
+        if isinstance(content, bytes):
+            Path("w.pth").write_bytes(content)
+        else:
+            torch.save(content, "w.pth")
+    return lay_out
+
+
+def no_imagenet_weights() -> None:
+    """Point torch's cache at an empty folder, so that torchvision's ImageNet file is missing on any machine."""
+    os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="torch-home-")
+
+
+def empty_folder() -> None:
+    Path("empty").mkdir()
 
 
 BASE = "datasets = ['digits-mosaic']\nvariants = ['an']\nseeds = [0]\ndevice = 'cpu'\n"
@@ -172,6 +193,29 @@ CASES = {
     "linear study on --weights none": (nothing, ["tune", "--config", "grid.toml", "--variants", "an", "--set",
                                                  "freeze_backbone=true", "--weights", "none"],
                                        "cannot tell the seeds' random"),
+    # backbone weights: refused before anything is written, --plan included
+    "weights for the small CNN": (weights_file(b"w"), ["bench", "--config", "grid.toml", "--weights", "w.pth"],
+                                  "the small-cnn backbone has no pretrained weights; drop --weights"),
+    "weights for the small CNN in a plan": (weights_file(b"w"), ["bench", "--config", "grid.toml", "--weights",
+                                                                 "w.pth", "--plan"], "the small-cnn backbone has no"),
+    "ImageNet weights for the small CNN to tune": (nothing, ["tune", "--config", "grid.toml", "--weights", "imagenet"],
+                                                   "the small-cnn backbone has no pretrained weights"),
+    "weights file torch cannot read": (weights_file(b"not a state dict"), [*RUN, "--set", "backbone=resnet50",
+                                                                           "--weights", "w.pth"],
+                                       "weights file w.pth is not a state dict that torch.load reads"),
+    "weights of another network": (weights_file({"fc.weight": torch.ones(2, 2)}),
+                                   [*RUN, "--set", "backbone=resnet50", "--weights", "w.pth"],
+                                   "weights file w.pth does not fit the resnet50 backbone"),
+    "ImageNet weights not on this machine": (no_imagenet_weights, [*RUN, "--set", "backbone=resnet50", "--weights",
+                                                                   "imagenet"],
+                                             "ImageNet weights for resnet50 are not on this machine"),
+    "weights folder": (nothing, [*RUN, "--set", "backbone=resnet50", "--weights", "results"],
+                       "weights file results is a folder; give the state-dict file"),
+    # figures
+    "figures of a missing results folder": (nothing, ["figures", "--results", "nowhere"],
+                                            "results folder nowhere does not exist"),
+    "figures of a results folder without records": (empty_folder, ["figures", "--results", "empty"],
+                                                    "no run records in empty"),
     # tuning budgets
     "unknown key in [tuning]": (grid(BASE + "[tuning]\ntrials = 5\n"), ["tune", "--config", "hostile.toml"],
                                 "field 'tuning.trials': Extra inputs are not permitted"),
@@ -207,8 +251,8 @@ CASES = {
 
 @pytest.fixture
 def clean_environment():
-    """The variables a case may set (plugin path, tracking URI), restored afterwards."""
-    saved = {name: os.environ.get(name) for name in ("PAMLBENCH_PLUGIN_PATH", "MLFLOW_TRACKING_URI")}
+    """The variables a case may set (plugin path, tracking URI, torch's cache), restored afterwards."""
+    saved = {name: os.environ.get(name) for name in ("PAMLBENCH_PLUGIN_PATH", "MLFLOW_TRACKING_URI", "TORCH_HOME")}
     yield
     for name, value in saved.items():
         if value is None:
