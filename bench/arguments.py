@@ -64,9 +64,11 @@ def gpu_share(text: str) -> float:
 
 def weights_argument(value: str) -> str:
     """`--weights`: 'imagenet' (the torch cache), 'none' (random initialisation) or an existing file."""
-    if value not in ("imagenet", "none") and Path(value).is_dir():
+    if value in ("imagenet", "none"):
+        return value
+    if Path(value).is_dir():
         raise argparse.ArgumentTypeError(f"weights file {value} is a folder; give the state-dict file")
-    if value not in ("imagenet", "none") and not Path(value).is_file():
+    if not Path(value).is_file():
         raise argparse.ArgumentTypeError(f"weights file {value} does not exist (give 'imagenet', 'none' or a file)")
     return value
 
