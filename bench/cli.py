@@ -247,8 +247,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
           f"recorded, {counts['elsewhere']} left to other workers" + (f", {lost} not trained (see above)"
                                                                       if lost else ""), flush=True)
     if not args.no_report:
-        report(workspace, out, "md", force=False)
-        figures(workspace, grid.datasets, redraw=bool(counts["trained"]))
+        records = report(workspace, out, "md", force=False)
+        figures(records, workspace, grid.datasets, redraw=bool(counts["trained"]))
     if lost:
         raise SystemExit(1)
 
@@ -340,7 +340,8 @@ def print_tune_summary(summary: dict[str, Any]) -> None:
           flush=True)
 
 
-def report(workspace: Workspace, out: Path, fmt: str, force: bool) -> None:
+def report(workspace: Workspace, out: Path, fmt: str, force: bool) -> list[dict[str, Any]]:
+    """Write the leaderboard `out` from the records of the results folder; returns those records."""
     from bench.records import read_records
     from bench.report import write_report
 
@@ -348,6 +349,7 @@ def report(workspace: Workspace, out: Path, fmt: str, force: bool) -> None:
     written = write_report(records, out, workspace, fmt, force=force)
     print(f"report: {out} written from {len(records)} record(s)" + (f", and {len(written) - 1} table/figure file(s)"
                                                                     if len(written) > 1 else ""))
+    return records
 
 
 def existing_results(workspace: Workspace) -> Path:
@@ -358,12 +360,11 @@ def existing_results(workspace: Workspace) -> Path:
     return workspace.results
 
 
-def figures(workspace: Workspace, datasets: list[str], redraw: bool) -> None:
-    """Draw the checkpoint figures of `datasets`: all of them when `redraw`, else only those missing."""
+def figures(records: list[dict[str, Any]], workspace: Workspace, datasets: list[str], redraw: bool) -> None:
+    """Draw the checkpoint figures of `datasets` from `records`: all of them when `redraw`, else only those
+    missing."""
     from bench.figures import checkpoint_figures
-    from bench.records import read_records
 
-    records = read_records(workspace.results)
     for dataset in datasets:
         try:
             written = checkpoint_figures(records, dataset, workspace, only_missing=not redraw)
@@ -395,7 +396,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         workspace.ensure_writable()
         for dataset in datasets:
             train_missing_weights(records, dataset, workspace)
-    figures(workspace, datasets, redraw=True)
+    figures(records, workspace, datasets, redraw=True)
 
 
 HANDLERS = {"list": cmd_list, "data info": cmd_data_info, "data prepare": cmd_data_prepare, "run": cmd_run,

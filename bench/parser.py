@@ -141,8 +141,9 @@ def add_run(commands: argparse._SubParsersAction, handlers: Handlers) -> None:
     run = commands.add_parser("run", help="train one run (skipped if already recorded)", parents=[storage_options()])
     run.add_argument("--dataset", help="default: the first dataset of the project's benchmark.toml")
     run.add_argument("--method", required=True,
-                     help="variant: a method name, optionally +boostlu, +boostlu-train or +boostlu-infer")
-    run.add_argument("--seed", type=SEED, default=0)
+                     help="variant: a method name, optionally +boostlu, +boostlu-train, +boostlu-infer or +li "
+                          "(LinearInit); `pamlbench list methods` lists them")
+    run.add_argument("--seed", type=SEED, default=0, help="training seed (default 0)")
     run.add_argument("--protocol", default="single-positive", help="single-positive, partial-<fraction>, annotated")
     run.add_argument("--label-seed", type=SEED, default=COLE_SEED,
                      help=f"seed of the observed-label draw (default {COLE_SEED})")
