@@ -1,0 +1,86 @@
+"""The README's plugin examples, taken from its code blocks as a reader would copy them: the method of "Adding a
+method" trains on the dataset of "Adding a dataset", through the command line."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures import plugin_path
+
+from bench.cli import main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_code(section: str) -> str:
+    """The first Python code block under the README heading `## {section}`."""
+    text = README.read_text(encoding="utf-8")
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```python\n(.*?)```", body, re.DOTALL).group(1)
+
+
+def write_arrays(folder: Path, seed: int) -> Path:
+    """A learnable arrays.npz in the README dataset's format: 3 classes, each a bright quarter of a 16 x 16 grey
+    image, 1 or 2 classes per image, 96 / 24 / 24 images."""
+    rng = np.random.default_rng(seed)
+    count, size = 144, 16
+    labels = np.zeros((count, 3), dtype=np.int64)
+    labels[np.arange(count), rng.integers(0, 3, count)] = 1
+    labels[rng.random((count, 3)) < 0.25] = 1
+    images = rng.integers(0, 60, (count, 1, size, size)).astype(np.uint8)
+    corners = [(slice(0, 8), slice(0, 8)), (slice(0, 8), slice(8, 16)), (slice(8, 16), slice(0, 8))]
+    for row, column in zip(*np.nonzero(labels), strict=True):
+        images[row, 0, corners[column][0], corners[column][1]] += 180
+    split = np.repeat([0, 1, 2], [96, 24, 24])
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "arrays.npz", images=images, labels=labels, split=split, class_names=np.array(["a", "b", "c"]))
+    return folder
+
+
+@pytest.fixture
+def readme_plugins(tmp_path):
+    """The README's two examples as plugin files on PAMLBENCH_PLUGIN_PATH."""
+    root = tmp_path / "plugins"
+    (root / "methods").mkdir(parents=True)
+    (root / "datasets").mkdir()
+    (root / "methods" / "readme_method.py").write_text(readme_code("Adding a method"))
+    (root / "datasets" / "readme_dataset.py").write_text(readme_code("Adding a dataset"))
+    with plugin_path(root):
+        yield root
+
+
+def records(results: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(results.glob("*.json"))]
+
+
+def test_the_readme_method_trains_on_the_readme_dataset(readme_plugins, tmp_path, capsys):
+    data = write_arrays(tmp_path / "data", seed=0)
+    assert main(["list", "methods"]) == 0 and main(["list", "datasets"]) == 0
+    listed = capsys.readouterr().out
+    assert "my-method" in listed and "   weight = 0.5" in listed and "my-images" in listed
+    assert main(["data", "info", "my-images", "--data", str(data)]) == 0
+    assert "96" in capsys.readouterr().out
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    common = ["--dataset", "my-images", "--data", str(data), "--results", str(results), "--cache", str(cache),
+              "--threads", "1", "--no-tracking", "--set", "epochs=3"]
+
+    assert main(["run", "--method", "my-method", *common]) == 0
+    assert main(["run", "--method", "my-method+boostlu", *common]) == 0
+    first = records(results)
+    assert [(r["spec"]["dataset"], r["spec"]["method"], r["status"]) for r in first] == \
+        sorted([("my-images", "my-method", "done")] * 2, key=str)
+    assert all(len(r["curve"]) == 3 and r["test_map"] > 50 for r in first)  # learnable: chance is about 40
+
+    assert main(["run", "--method", "my-method", *common]) == 0  # recorded: nothing trained
+    assert len(records(results)) == 2 and "recorded" in capsys.readouterr().out
+    write_arrays(data, seed=1)  # other data in the same file: its fingerprint, and so the run key, change
+    assert main(["run", "--method", "my-method", *common]) == 0
+    assert len(records(results)) == 3
+
+    assert main(["run", "--method", "my-method", *common, "--set", "image_size=32"]) == 2
+    assert "my-images are 16 px wide; image_size=32 is not supported" in capsys.readouterr().err
+    assert len(records(results)) == 3
