@@ -5,12 +5,13 @@ import math
 
 import pytest
 import torch
-from fixtures import coco_tree, cub_tree, nuswide_tree, openimages_tree, voc_tree
+from fixtures import coco_tree, cub_tree, my_images_folder, nuswide_tree, openimages_tree, voc_tree
 
 import bench
 from bench import TrainState, registry
 from bench.cli import main
 from bench.preparation import prepare
+from bench.prepared import PreparedDataset
 from bench.spec import TRAINING_HPARAMS, make_spec
 from bench.trainer import Trainer
 
@@ -44,6 +45,10 @@ class Tiny(Dataset):
 OFFICIAL_FIXTURES = {"voc": voc_tree, "coco": coco_tree, "cub": cub_tree, "nuswide": nuswide_tree,
                      "openimages": openimages_tree}
 """Small trees in each real dataset's official download format (tests/fixtures.py)."""
+
+DATA_FOLDERS = {"my-images": my_images_folder}
+"""Writers of a small --data folder for each dataset that reads its folder as it is, not prepared from official files
+(the README's example, `my-images`)."""
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +107,9 @@ def test_every_method_is_listed_with_its_hyperparameters(name, capsys):
         assert f"   {hp} = " in out
 
 
-@pytest.mark.parametrize("name", registry.list_names("datasets"))
-def test_every_dataset_declares_a_valid_contract(name, capsys, cache_root, tmp_path):
+def check_dataset_contract(name: str, capsys, cache_root, tmp_path) -> None:
+    """Dataset `name`'s declarations, its refusal without --data where it needs one, and what `load` returns on
+    its fixture data (an official tree prepared, or a --data folder written as it is)."""
     plugin = registry.dataset_class(name)
     assert plugin.summary and set(plugin.defaults) <= set(TRAINING_HPARAMS)
     assert isinstance(plugin.available(None), bool)
@@ -112,11 +118,15 @@ def test_every_dataset_declares_a_valid_contract(name, capsys, cache_root, tmp_p
     if plugin.needs_data_dir:
         with pytest.raises(bench.UserError, match="needs --data"):
             make_spec(name, "an", 0)
-        assert name in OFFICIAL_FIXTURES, f"dataset {name} needs a fixture tree in the official format"
-        OFFICIAL_FIXTURES[name](tmp_path / "raw")
-        data_dir = tmp_path / "prepared"
-        prepare(registry.load_dataset(name), tmp_path / "raw", data_dir)
-        assert not plugin.available(None) and plugin.available(str(data_dir))
+        data_dir = tmp_path / "data"
+        if issubclass(plugin, PreparedDataset):
+            assert name in OFFICIAL_FIXTURES, f"dataset {name} needs a fixture tree in the official format"
+            OFFICIAL_FIXTURES[name](tmp_path / "raw")
+            prepare(registry.load_dataset(name), tmp_path / "raw", data_dir)
+            assert not plugin.available(None) and plugin.available(str(data_dir))
+        else:
+            assert name in DATA_FOLDERS, f"dataset {name} needs a writer of a small --data folder in DATA_FOLDERS"
+            DATA_FOLDERS[name](data_dir)
     spec = make_spec(name, "an", 0, data_dir=str(data_dir) if data_dir else None)
     assert spec.epochs == plugin.defaults.get("epochs", TRAINING_HPARAMS["epochs"].default)
     if plugin.available(str(data_dir) if data_dir else None):
@@ -128,6 +138,11 @@ def test_every_dataset_declares_a_valid_contract(name, capsys, cache_root, tmp_p
             assert split.labels.shape[1] == splits.num_classes and set(map(float, split.labels.ravel())) <= allowed
         fingerprint = plugin().fingerprint(data_dir, cache_root / "data")
         assert fingerprint == plugin().fingerprint(data_dir, cache_root / "data")
+
+
+@pytest.mark.parametrize("name", registry.list_names("datasets"))
+def test_every_dataset_declares_a_valid_contract(name, capsys, cache_root, tmp_path):
+    check_dataset_contract(name, capsys, cache_root, tmp_path)
 
 
 class StopAfter(Exception):

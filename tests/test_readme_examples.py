@@ -7,9 +7,9 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-from fixtures import plugin_path
+from fixtures import my_images_folder, plugin_path
+from test_contract import check_dataset_contract
 
 from bench.cli import main
 
@@ -21,24 +21,6 @@ def readme_code(section: str) -> str:
     text = README.read_text(encoding="utf-8")
     body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
     return re.search(r"```python\n(.*?)```", body, re.DOTALL).group(1)
-
-
-def write_arrays(folder: Path, seed: int) -> Path:
-    """A learnable arrays.npz in the README dataset's format: 3 classes, each a bright quarter of a 16 x 16 grey
-    image, 1 or 2 classes per image, 96 / 24 / 24 images."""
-    rng = np.random.default_rng(seed)
-    count, size = 144, 16
-    labels = np.zeros((count, 3), dtype=np.int64)
-    labels[np.arange(count), rng.integers(0, 3, count)] = 1
-    labels[rng.random((count, 3)) < 0.25] = 1
-    images = rng.integers(0, 60, (count, 1, size, size)).astype(np.uint8)
-    corners = [(slice(0, 8), slice(0, 8)), (slice(0, 8), slice(8, 16)), (slice(8, 16), slice(0, 8))]
-    for row, column in zip(*np.nonzero(labels), strict=True):
-        images[row, 0, corners[column][0], corners[column][1]] += 180
-    split = np.repeat([0, 1, 2], [96, 24, 24])
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez(folder / "arrays.npz", images=images, labels=labels, split=split, class_names=np.array(["a", "b", "c"]))
-    return folder
 
 
 @pytest.fixture
@@ -58,7 +40,7 @@ def records(results: Path) -> list[dict]:
 
 
 def test_the_readme_method_trains_on_the_readme_dataset(readme_plugins, tmp_path, capsys):
-    data = write_arrays(tmp_path / "data", seed=0)
+    data = my_images_folder(tmp_path / "data")
     assert main(["list", "methods"]) == 0 and main(["list", "datasets"]) == 0
     listed = capsys.readouterr().out
     assert "my-method" in listed and "   weight = 0.5" in listed and "my-images" in listed
@@ -77,10 +59,15 @@ def test_the_readme_method_trains_on_the_readme_dataset(readme_plugins, tmp_path
 
     assert main(["run", "--method", "my-method", *common]) == 0  # recorded: nothing trained
     assert len(records(results)) == 2 and "recorded" in capsys.readouterr().out
-    write_arrays(data, seed=1)  # other data in the same file: its fingerprint, and so the run key, change
+    my_images_folder(data, seed=1)  # other data in the same file: its fingerprint, and so the run key, change
     assert main(["run", "--method", "my-method", *common]) == 0
     assert len(records(results)) == 3
 
     assert main(["run", "--method", "my-method", *common, "--set", "image_size=32"]) == 2
     assert "my-images are 16 px wide; image_size=32 is not supported" in capsys.readouterr().err
     assert len(records(results)) == 3
+
+
+def test_the_readme_dataset_keeps_the_contract_every_dataset_is_tested_on(readme_plugins, capsys, cache_root,
+                                                                          tmp_path):
+    check_dataset_contract("my-images", capsys, cache_root, tmp_path)
