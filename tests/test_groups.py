@@ -32,6 +32,18 @@ def test_ties_keep_the_class_order_and_uneven_counts_fill_the_first_groups():
     assert frequency_groups(np.zeros((4, 3)), 5) == [1, 2, 3]                  # 0 annotations still count
 
 
+def test_ties_among_many_classes_keep_the_class_order():
+    """Ties that straddle the group boundaries, past the 16 elements below which numpy sorts stably whatever the
+    kind: only a stable sort keeps the class order here."""
+    counts = [(column * 7) % 2 for column in range(60)]                    # 0, 1, 0, 1, ...: 30 classes each
+    groups = frequency_groups(annotations(counts), 5)
+    zeros, ones = list(range(0, 60, 2)), list(range(1, 60, 2))
+    expected = {column: 1 + position // 12 for position, column in enumerate(zeros + ones)}
+    assert groups == [expected[column] for column in range(60)]
+    assert groups[:6] == [1, 3, 1, 3, 1, 3] and groups[24:26] == [2, 4] and groups[48:50] == [3, 5]
+    assert all(type(group) is int for group in groups)
+
+
 def test_group_map_is_the_mean_ap_of_its_classes():
     assert group_maps({"a": 10.0, "b": 30.0, "c": 50.0}, {"a": 1, "b": 1, "c": 2}) == {1: 20.0, 2: 50.0}
 

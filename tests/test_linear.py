@@ -2,14 +2,18 @@
 feature cache is reused and checked, the linear model is the end-to-end classifier with the backbone fixed, and
 LinearInit keeps both stages in one record."""
 
+from pathlib import Path
+
 import pytest
 import torch
-from fixtures import voc_tree
+from fixtures import my_images_folder, plugin_path, voc_tree
+from test_readme_examples import readme_code
 
 from bench import features
 from bench.cli import main
 from bench.errors import UserError
 from bench.features import cache_path
+from bench.model import build_backbone
 from bench.records import read_records
 from bench.spec import make_spec
 from bench.trainer import Trainer
@@ -31,6 +35,73 @@ def test_a_second_linear_run_reuses_the_cache_and_a_damaged_cache_is_rebuilt(tin
     assert features.EXTRACTIONS["count"] == before + 2 and third["curve"] == first["curve"]
 
 
+def linear_cache_file(cache: Path, dataset: str = "tiny", variant: str = "an", seed: int = 0,
+                      overrides: dict | None = None, **options) -> Path:
+    """The feature cache file of a linear run of `variant` on `dataset` (make_spec's `options`)."""
+    spec = make_spec(dataset, variant, seed, overrides={"freeze_backbone": True, **(overrides or {})}, **options)
+    return cache_path(spec, cache)
+
+
+def test_the_feature_cache_is_named_by_what_the_features_depend_on_and_by_nothing_else(tiny_plugin, tmp_path):
+    base = linear_cache_file(tmp_path)
+    assert base.parent == tmp_path / "features" and base.name.startswith("tiny-small-cnn-")
+    shared = [linear_cache_file(tmp_path, variant="role"), linear_cache_file(tmp_path, overrides={"lr": 0.01}),
+              linear_cache_file(tmp_path, label_seed=7), linear_cache_file(tmp_path, protocol="partial-0.5")]
+    assert shared == [base] * 4                       # the method, its settings and the label draw share features
+    others = [linear_cache_file(tmp_path, seed=1),     # another random backbone
+              linear_cache_file(tmp_path, overrides={"image_size": 32}),
+              linear_cache_file(tmp_path, overrides={"backbone": "resnet50"})]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else 1)
+    try:
+        others.append(linear_cache_file(tmp_path))      # other numerics: the last bits of the features differ
+    finally:
+        torch.set_num_threads(threads)
+    assert len({base, *others}) == 5
+    for build, same in (("2.14.1+cpu", True), ("2.13.0+cu128", False)):  # the version counts, not the build tag
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch, "__version__", "2.14.1+cu128")
+            reference = linear_cache_file(tmp_path)
+            patch.setattr(torch, "__version__", build)
+            assert (linear_cache_file(tmp_path) == reference) is same
+
+    resnet = {"overrides": {"backbone": "resnet50"}}
+    files = {name: tmp_path / f"{name}.pth" for name in ("first", "copy", "other")}
+    for name, content in (("first", b"weights 1"), ("copy", b"weights 1"), ("other", b"weights 2")):
+        files[name].write_bytes(content)
+    by_file = {name: linear_cache_file(tmp_path, weights=str(path), **resnet) for name, path in files.items()}
+    assert by_file["first"] == by_file["copy"] != by_file["other"]      # a weights file by its content
+    assert linear_cache_file(tmp_path, seed=1, weights=str(files["first"]), **resnet) == by_file["first"]
+    imagenet = [linear_cache_file(tmp_path, seed=seed, weights="imagenet", **resnet) for seed in (0, 1)]
+    assert imagenet[0] == imagenet[1] not in by_file.values()        # with weights, the seed does not matter
+
+
+def test_the_feature_cache_of_data_read_from_a_folder_is_named_by_the_folder_s_content(tmp_path):
+    root = tmp_path / "plugins"
+    (root / "datasets").mkdir(parents=True)
+    (root / "datasets" / "readme_dataset.py").write_text(readme_code("Adding a dataset"))
+    folders = [my_images_folder(tmp_path / "first"), my_images_folder(tmp_path / "copy"),
+               my_images_folder(tmp_path / "other", seed=1)]
+    with plugin_path(root):
+        first, copy, other = (linear_cache_file(tmp_path, "my-images", data_dir=str(folder)) for folder in folders)
+    assert first == copy != other
+
+
+def test_the_features_are_those_of_the_backbone_with_the_spec_s_weights(tiny_plugin, tmp_path):
+    from torchvision.models import resnet50
+
+    weights = tmp_path / "resnet50.pth"
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        torch.save(resnet50().state_dict(), weights)
+    spec = make_spec("tiny", "an", 0, overrides={"freeze_backbone": True, "backbone": "resnet50", "epochs": 1},
+                     weights=str(weights))
+    trainer = Trainer(spec, tmp_path, progress=False)
+    backbone = build_backbone("resnet50", 1, str(weights)).to(memory_format=torch.channels_last).eval()
+    expected = features.extract(backbone, trainer.data.train_images, trainer.data, trainer.device)
+    assert torch.equal(trainer.features.train, expected)
+
+
 def test_the_linear_model_is_the_classifier_on_pooled_features_of_the_frozen_backbone(tiny_plugin, tmp_path):
     spec = make_spec("tiny", "an", 0, overrides={"freeze_backbone": True, "epochs": 1})
     trainer = Trainer(spec, tmp_path, progress=False)
@@ -39,8 +110,6 @@ def test_the_linear_model_is_the_classifier_on_pooled_features_of_the_frozen_bac
     whole = Trainer(full, tmp_path, progress=False)
     with torch.random.fork_rng():                               # the backbone the cache was extracted with
         torch.manual_seed(0)
-        from bench.model import build_backbone
-
         backbone = build_backbone("small-cnn", 1, None).eval()
     whole.model.backbone.load_state_dict(backbone.state_dict())
     whole.model.cam_head.load_state_dict(trainer.model.cam_head.state_dict())

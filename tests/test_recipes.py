@@ -2,6 +2,7 @@
 BoostLU variants, Cole et al.'s grid study), the dataset's default recipes, and the refusals."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ from fixtures import voc_tree
 
 from bench.cli import main
 from bench.errors import UserError
-from bench.recipes import paper_recipe
+from bench.papers import papers
+from bench.recipes import check_recipes, paper_recipe
 from bench.records import read_records
 
 SMALL = ["--set", "backbone=small-cnn", "--set", "image_size=32", "--set", "epochs=1"]
@@ -74,6 +76,32 @@ def test_paper_recipes_of_other_datasets():
     assert cole.search == {"batch_size": [8, 16], "lr": [1e-2, 1e-3, 1e-4, 1e-5]} and cole.rule == "clean"
     with pytest.raises(UserError, match="no paper recipe for ll-r on openimages"):
         paper_recipe("openimages", "ll-r")
+
+
+def test_every_boostlu_variant_runs_the_boostlu_paper_s_recipe_and_only_on_its_datasets():
+    for variant in ("ll-r+boostlu", "ll-r+boostlu-train", "ll-r+boostlu-infer"):
+        recipe = paper_recipe("voc", variant)
+        assert (recipe.paper, recipe.settings["boost_alpha"], recipe.settings["lr"]) == ("boostlu", 5.0, 1e-5)
+        assert recipe.settings["delta_rel"] == paper_recipe("voc", "ll-r").settings["delta_rel"]  # LL's own value
+        with pytest.raises(UserError, match=f"^no paper recipe for {re.escape(variant)} on openimages: the BoostLU "
+                                            "paper covers voc, coco, nuswide, cub; use --recipe defaults or tuned$"):
+            paper_recipe("openimages", variant)
+    with pytest.raises(UserError, match="^no paper recipe for an on openimages: no source paper published an there; "
+                                        "use --recipe defaults or tuned$"):
+        paper_recipe("openimages", "an")
+
+
+def test_recipe_names_are_checked_where_they_are_given():
+    assert check_recipes(["tuned", "paper", "defaults"], "--recipe") == ["tuned", "paper", "defaults"]
+    with pytest.raises(UserError, match="^grid.toml: unknown recipe 'papers'; use one of tuned, paper, defaults$"):
+        check_recipes(["tuned", "papers"], "grid.toml")
+
+
+def test_a_paper_recipe_s_record_names_its_paper_source_rule_and_values():
+    recipe = paper_recipe("coco", "ll-ct")
+    assert recipe.source_record() == {"kind": "paper", "paper": "ll", "source": papers()["recipes"]["ll"]["source"],
+                                      "rule": "ll", "values": recipe.settings}
+    assert recipe.source.startswith("Kim et al., CVPR 2022")
 
 
 def test_the_paper_recipe_on_a_mosaic_is_refused_in_one_line(tmp_path, monkeypatch, capsys):

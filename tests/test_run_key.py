@@ -8,6 +8,7 @@ import ast
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import typing
 from pathlib import Path
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from bench import registry
 from bench.cli import main
 from bench.errors import UserError
-from bench.identity import run_identity
+from bench.identity import file_sha256, run_identity
 from bench.runner import base_record
 from bench.spec import RunSpec, make_spec
 from bench.versions import BENCH_DIR, NOT_RESULT_AFFECTING, code_version, harness_version
@@ -140,6 +141,20 @@ def test_a_weights_file_enters_the_key_by_its_content(tmp_path, cache_root):
     weights.unlink()
     with pytest.raises(UserError, match=f"weights file {weights} does not exist"):
         run_identity(spec, cache_root)
+
+
+def test_a_weights_file_changed_in_place_is_hashed_again_even_at_the_same_size_or_time(tmp_path):
+    """The checksum is remembered per path, size and modification time: a change of either is a new file."""
+    weights = tmp_path / "backbone.pth"
+    weights.write_bytes(b"a" * 10)
+    first, status = file_sha256(weights), weights.stat()
+    assert first == hashlib.sha256(b"a" * 10).hexdigest()
+    weights.write_bytes(b"b" * 10)                                        # the same size, a later time
+    os.utime(weights, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))
+    assert file_sha256(weights) == hashlib.sha256(b"b" * 10).hexdigest()
+    weights.write_bytes(b"c" * 11)                                        # another size, the same time
+    os.utime(weights, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))
+    assert file_sha256(weights) == hashlib.sha256(b"c" * 11).hexdigest()
 
 
 def test_every_key_is_computed_from_the_run_identity():
