@@ -71,6 +71,21 @@ def test_asl_gamma_pos_and_clip_zero():
     assert loss_of("asl", [[1.0, -1.0]], [[1.0, 0.0]], gamma_pos=1.0, clip=0.0) == pytest.approx(expected, rel=1e-6)
 
 
+def test_asl_s_margin_makes_an_easy_negative_cost_nothing():
+    """1 - p + m is capped at 1: a negative scored below the margin m contributes log(1) = 0."""
+    assert loss_of("asl", [[-4.0]], [[0.0]]) == 0.0
+    assert loss_of("asl", [[-4.0]], [[0.0]], clip=0.0) == pytest.approx(-math.log(1 - sig(-4.0)) * sig(-4.0) ** 4,
+                                                                        rel=1e-5)
+
+
+@pytest.mark.parametrize("gamma_neg, gamma_pos", [(0.5, 0.0), (0.0, 0.5), (0.0, 1.0)])
+def test_asl_focuses_with_any_positive_exponent(gamma_neg, gamma_pos):
+    p = sig(1.0)
+    expected = -(math.log(p) * (1 - p) ** gamma_pos + math.log(1 - p) * p ** gamma_neg)
+    got = loss_of("asl", [[1.0, 1.0]], [[1.0, 0.0]], gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=0.0)
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
 def test_asl_focal_weight_detached_by_default():
     """Same value, different gradient: with the weight detached, d/dx = -w * d log(q)/dx only."""
     grads = {}
@@ -135,6 +150,42 @@ def test_role_stop_gradients():
     assert method.estimates.grad is not None and method.estimates.grad.abs().item() > 0
 
 
+def test_the_expected_number_of_positives_is_the_training_mean_when_declared_0():
+    state = TrainState(observed=torch.zeros(4, 3), epochs=2, expected_positives=2.26)
+    for name in ("epr", "role"):
+        for declared, used in ((0.0, 2.26), (0.5, 0.5), (1.0, 1.0), (3.0, 3.0)):
+            method = bench.load_method(name, expected_num_pos=declared)
+            method.setup(state)
+            assert method.hp["expected_num_pos"] == used
+
+
+def test_the_expected_positive_regulariser_averages_the_count_over_the_batch():
+    """R = ((1/B) sum_b sum_c p_bc - k)^2 / C^2: two images, 3 classes."""
+    logits = [[0.0, 1.0, -1.0], [2.0, -2.0, 0.5]]
+    p = [[sig(x) for x in row] for row in logits]
+    mean_count = (sum(p[0]) + sum(p[1])) / 2
+    expected = sum(nl(p[0][c]) * (c == 0) for c in range(3)) / 6 + (mean_count - 1.2) ** 2 / 9
+    got = loss_of("epr", logits, [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], expected_num_pos=1.2)
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_expected_number_of_positives_defaults_to_cole_et_al_s_value_per_dataset():
+    for name in ("epr", "role"):
+        assert [bench.load_method(name, dataset=d).hp["expected_num_pos"] for d in ("voc", "cub", "digits-mosaic")] \
+            == [1.5, 31.4, 2.26]
+        assert bench.load_method(name).hp["expected_num_pos"] == 0.0         # no dataset: the training mean
+
+
+def test_role_s_label_estimates_learn_at_lr_mult_times_the_rate():
+    method = bench.load_method("role", lr_mult=4.0)
+    with pytest.raises(RuntimeError, match="^ROLE needs setup\\(state\\) before batch_loss"):
+        method.batch_loss(torch.zeros(1, 2), torch.zeros(1, 2), epoch=1, indices=torch.tensor([0]))
+    method.setup(TrainState(observed=torch.zeros(3, 2), epochs=2, expected_positives=1.0))
+    (group,) = method.extra_param_groups(1e-3)
+    assert group["params"] == [method.estimates] and group["lr"] == pytest.approx(4e-3)
+    assert bench.load_method("role").hp["lr_mult"] == 10.0
+
+
 def test_em_and_observed_negative():
     expected = (nl(0.5) - 0.2 * entropy(sig(1.0)) + nl(1 - sig(-1.0))) / 3
     assert loss_of("em", [[0.0, 1.0, -1.0]], [[1.0, 0.0, -1.0]], em_alpha=0.2) == pytest.approx(expected, rel=1e-6)
@@ -152,6 +203,43 @@ def test_em_apl_soft_negative_term():
     expected = (nl(sig(1.0)) + beta * (s * nl(sig(x)) + (1 - s) * nl(1 - sig(x))) - 0.1 * entropy(sig(0.0))) / 3
     got = loss_of("em-apl", [[1.0, x, 0.0]], [[1.0, -s, 0.0]], apl_beta=beta, em_alpha=0.1)
     assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_em_apl_trains_observed_negatives_as_em_does_not_as_pseudo_labels():
+    """-1 is an observed negative (partial-label protocols), not a pseudo-label of confidence 1."""
+    logits, observed = [[0.5, -0.3, 1.0]], [[-1.0, -0.4, 0.0]]
+    em = loss_of("em", [[0.5, 1.0]], [[-1.0, 0.0]], em_alpha=0.1) * 2          # the two EM terms, summed
+    pseudo = 0.5 * (0.4 * nl(sig(-0.3)) + 0.6 * nl(1 - sig(-0.3)))
+    got = loss_of("em-apl", logits, observed, apl_beta=0.5, em_alpha=0.1)
+    assert got == pytest.approx((em + pseudo) / 3, rel=1e-6)
+
+
+def test_apl_goes_on_past_a_class_without_quota_and_keeps_a_saturated_score_a_pseudo_label():
+    method = bench.load_method("em-apl", apl_warmup=1, neg_proportion=0.5)
+    observed = torch.zeros(6, 4)
+    observed[:, 0] = 1                                   # class 0: no unknown, so no quota
+    observed[:5, 1] = 1                                  # class 1: one unknown, quota int(0.5 * 1 / 1) = 0
+    observed[:4, 3] = 1                                  # class 3: two unknowns, quota 1
+    state = TrainState(observed=observed.clone(), epochs=2, expected_positives=1.0)
+    method.setup(state)
+    assert method.per_epoch_quota(2).tolist() == [0, 0, 3, 1]
+    scores = torch.tensor([[0.5, 0.5, 1.0, 0.5], [0.5, 0.5, 0.2, 0.5], [0.5, 0.5, 1.0, 0.5],
+                           [0.5, 0.5, 0.2, 0.5], [0.5, 0.5, 0.7, 0.9], [0.5, 0.5, 1.0, 0.4]])
+    method.end_of_epoch(1, state, lambda: scores)
+    assert state.observed[:, 2].tolist() == pytest.approx([0.0, -0.2, 0.0, -0.2, -0.7, 0.0])  # the 3 lowest
+    assert state.observed[:, 3].tolist() == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.0, -0.4])    # the lowest
+    assert torch.equal(state.observed[:, :2], observed[:, :2])
+    single = bench.load_method("em-apl", apl_warmup=1, neg_proportion=1.0)   # one unknown, quota 1
+    alone = TrainState(observed=torch.tensor([[1.0], [0.0]]), epochs=2, expected_positives=1.0)
+    single.setup(alone)
+    single.end_of_epoch(1, alone, lambda: torch.tensor([[0.9], [0.3]]))
+    assert alone.observed[:, 0].tolist() == pytest.approx([1.0, -0.3])
+    ties = bench.load_method("em-apl", apl_warmup=1, neg_proportion=0.5)
+    tied = TrainState(observed=torch.zeros(4, 1), epochs=2, expected_positives=1.0)
+    ties.setup(tied)
+    ties.end_of_epoch(1, tied, lambda: torch.ones(4, 1))  # saturated scores, tied: the first two rows
+    assert tied.observed[:, 0].tolist() == pytest.approx([-(1 - 1e-6), -(1 - 1e-6), 0.0, 0.0])
+    assert ((tied.observed > -1) & (tied.observed < 0)).sum() == 2   # still soft pseudo-labels, not negatives
 
 
 def test_apl_pseudo_labels_only_after_warmup_only_negative_never_revised():
@@ -201,7 +289,8 @@ def test_apl_warmup_must_be_below_epochs_when_the_spec_is_made():
 
     assert dict(make_spec("digits-mosaic", "em-apl", 0).hparams)["apl_warmup"] == 6  # 6 of the default 12 epochs
     for overrides in ({"apl_warmup": 12}, {"epochs": 6}):
-        with pytest.raises(bench.UserError, match="must be below epochs"):
+        with pytest.raises(bench.UserError, match=r"^em-apl: apl_warmup=\d+ must be below epochs=\d+, or no "
+                                                  "pseudo-label is ever used$"):
             make_spec("digits-mosaic", "em-apl", 0, overrides=overrides)
     make_spec("digits-mosaic", "em-apl", 0, overrides={"epochs": 3, "apl_warmup": 2})
 
@@ -239,6 +328,49 @@ def test_ll_exact_schedule_removes_float_drift():
     assert module.rejection_count(False, 6, 16, 20, 0.005, exact=True) == 8
     assert module.rejection_count(False, 6, 16, 80, 0.005, exact=True) == 32
     assert module.rejection_count(False, 6, 16, 20, 0.005, exact=False) == 9
+
+
+def test_ll_cp_s_constant_rate_also_follows_the_exact_schedule_when_asked():
+    from bench.registry import method_class
+
+    module = __import__(method_class("ll-cp").__module__, fromlist=["rejection_count"])
+    # 10 * 10 * 0.07 is 7.000000000000001 in floats: ceil gives 8, the exact value 7
+    assert module.rejection_count(True, 4, 10, 10, 0.07) == 8
+    assert module.rejection_count(True, 4, 10, 10, 0.07, exact=True) == 7
+    assert [module.rejection_count(True, e, 16, 20, 0.25) for e in (1, 2, 3, 7)] == [0, 80, 80, 80]
+
+
+def test_ll_declares_the_rates_of_the_boostlu_configuration_and_of_the_mosaics():
+    from bench.registry import method_class
+
+    deltas = {"ll-r": (0.005, 0.0182, 0.0118), "ll-ct": (0.002, 0.0073, 0.0047), "ll-cp": (0.001, 0.0036, 0.0024)}
+    for scheme, (default, digits, fashion) in deltas.items():
+        declared = method_class(scheme).hparams
+        delta = declared["delta_rel"]
+        assert (delta.default, dict(delta.per_dataset)) == (default, {"digits-mosaic": digits,
+                                                                      "fashion-mosaic": fashion})
+        assert delta.describe_range() == "(0, 1)" and delta.log
+        assert delta.search_range(0.005) == pytest.approx((0.00125, 0.02))   # a factor 4 either side
+        assert declared["exact_schedule"].default is False
+        assert bench.load_method(scheme, dataset="digits-mosaic").hp["delta_rel"] == digits
+
+
+def test_ll_cp_corrects_nothing_in_epoch_1_and_the_same_count_in_every_later_epoch():
+    logits, observed = torch.tensor([[2.0, -1.0, 0.5, 1.5]]), torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    method = bench.load_method("ll-cp", delta_rel=0.25)
+    stored = observed.clone()
+    state = TrainState(observed=stored, epochs=5, expected_positives=1.0)
+    method.after_step(logits, observed, torch.tensor([0]), 1, state)
+    assert torch.equal(state.observed, observed)
+    assert [int(method.selected(logits, observed, e).sum()) for e in (2, 3, 5)] == [1, 1, 1]
+    assert int(bench.load_method("ll-ct", delta_rel=0.25).selected(logits, observed, 3).sum()) == 2  # it grows
+
+
+def test_ll_selects_the_largest_unobserved_losses_even_when_all_are_below_1():
+    """Observed entries are kept out of the ranking; the unobserved losses here are all small."""
+    logits, observed = torch.tensor([[-5.0, -1.0, -2.0, -3.0]]), torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    chosen = bench.load_method("ll-r", delta_rel=0.25).selected(logits, observed, epoch=2)   # k = 1
+    assert chosen.tolist() == [[False, True, False, False]]
 
 
 def test_ll_epoch_one_is_plain_bce():
