@@ -73,6 +73,161 @@ def test_coco_prepare_sorts_ids_as_strings_and_drops_unannotated(tmp_path):
     assert json.loads((tmp_path / "coco" / "manifest.json").read_text())["class_names"][3] == "thing5"
 
 
+def test_coco_labels_are_each_image_s_annotated_categories(tmp_path):
+    coco_tree(tmp_path / "raw")
+    manifest = prepared("coco", tmp_path / "raw", tmp_path / "coco")
+    positives = {}
+    for phase in ("train", "val"):
+        data = json.loads((tmp_path / "raw" / "annotations" / f"instances_{phase}2014.json").read_text())
+        column = {category["id"]: index for index, category in enumerate(data["categories"])}
+        for annotation in data["annotations"]:
+            positives.setdefault((phase, annotation["image_id"]), set()).add(column[annotation["category_id"]])
+    labels = np.load(tmp_path / "coco" / "labels.npy")
+    images = (tmp_path / "coco" / "images.txt").read_text().split()
+    assert set(np.unique(labels)) == {0.0, 1.0} and labels.shape == (12, 5)
+    for path, row in zip(images, labels, strict=True):
+        phase = path.split("2014/")[0]
+        assert set(np.flatnonzero(row == 1)) == positives[(phase, int(path[-16:-4]))], path
+    assert manifest["class_names"] == ["thing1", "thing2", "thing3", "thing5", "thing7"]
+
+
+def test_nuswide_takes_its_labels_image_folder_and_concept_names_as_given(tmp_path):
+    raw = tmp_path / "raw"
+    nuswide_tree(raw)
+    concepts = [f"concept_{c}" for c in range(81)]
+    (raw / "Concepts81.txt").write_text("\n".join(concepts) + "\n")
+    manifest = prepared("nuswide", raw, tmp_path / "nus")
+    assert manifest["class_names"] == concepts and manifest["image_root"] == str(raw / "images")
+    given = {str(path): row for split in ("train", "val") for path, row in
+             zip(np.load(raw / f"formatted_{split}_images.npy"), np.load(raw / f"formatted_{split}_labels.npy"),
+                 strict=True)}
+    images = (tmp_path / "nus" / "images.txt").read_text().split()
+    assert np.array_equal(np.load(tmp_path / "nus" / "labels.npy"), np.array([given[path] for path in images]))
+
+
+NUS_WIDE_ERRORS = {
+    "80 classes": (lambda raw: np.save(raw / "formatted_val_labels.npy", np.zeros((5, 80))),
+                   "formatted_val_labels.npy has shape (5, 80): expected 81 classes (class-count mismatch)"),
+    "labels of one dimension": (lambda raw: np.save(raw / "formatted_train_labels.npy", np.zeros(81)),
+                                "formatted_train_labels.npy has shape (81,): expected 81 classes"),
+    "80 concepts": (lambda raw: (raw / "Concepts81.txt").write_text("a\n" * 80),
+                    "Concepts81.txt lists 80 concepts, not 81: class-count mismatch"),
+    "a pickled array": (lambda raw: np.save(raw / "formatted_train_images.npy", np.array([{"a": 1}]),
+                                            allow_pickle=True), "formatted_train_images.npy is not a plain .npy array"),
+    "a missing file": (lambda raw: (raw / "formatted_val_images.npy").unlink(),
+                       "missing NUS-WIDE file"),
+}
+
+
+@pytest.mark.parametrize("case", list(NUS_WIDE_ERRORS))
+def test_nuswide_format_errors_are_one_line(case, tmp_path, capsys):
+    damage, message = NUS_WIDE_ERRORS[case]
+    nuswide_tree(tmp_path / "raw")
+    damage(tmp_path / "raw")
+    assert main(["data", "prepare", "nuswide", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def replace_in(path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
+OTHER_FORMAT_ERRORS = {
+    "coco: an annotation of an unknown image": (
+        "coco", lambda raw: replace_in(raw / "annotations" / "instances_val2014.json", '"image_id": 5,',
+                                       '"image_id": 999,'),
+        "instances_val2014.json: annotation refers to unknown image 999 or category"),
+    "coco: an annotation of an unknown category": (
+        "coco", lambda raw: replace_in(raw / "annotations" / "instances_train2014.json", '"category_id": ',
+                                       '"category_id": 4'),
+        "instances_train2014.json: annotation refers to unknown image 3 or category 4"),
+    "coco: a file that does not parse": (
+        "coco", lambda raw: (raw / "annotations" / "instances_val2014.json").write_text('{"images": []}'),
+        "instances_val2014.json does not parse (KeyError: 'categories')"),
+    "coco: a missing file": (
+        "coco", lambda raw: (raw / "annotations" / "instances_train2014.json").unlink(),
+        "missing COCO annotation file"),
+    "cub: a line that does not parse": (
+        "cub", lambda raw: replace_in(raw / "CUB_200_2011" / "train_test_split.txt", "2 1\n", "two 1\n"),
+        "train_test_split.txt:2: cannot parse 'two 1'"),
+    "cub: a line with too few fields": (
+        "cub", lambda raw: replace_in(raw / "CUB_200_2011" / "images.txt", "3 003.Bird/Bird_2.jpg\n", "3\n"),
+        "images.txt:3: cannot parse '3'"),
+    "cub: an unknown image": (
+        "cub", lambda raw: replace_in(raw / "CUB_200_2011" / "attributes" / "image_attribute_labels.txt", "\n12 1 ",
+                                      "\n13 1 "),
+        "image_attribute_labels.txt refers to unknown image 13 or attribute 1"),
+    "cub: an attribute out of range": (
+        "cub", lambda raw: replace_in(raw / "CUB_200_2011" / "attributes" / "image_attribute_labels.txt", "\n3 312 ",
+                                      "\n3 313 "),
+        "image_attribute_labels.txt refers to unknown image 3 or attribute 313"),
+    "cub: a missing file": (
+        "cub", lambda raw: (raw / "CUB_200_2011" / "train_test_split.txt").unlink(),
+        "missing CUB file"),
+    "cub: no attribute names": (
+        "cub", lambda raw: (raw / "attributes.txt").unlink(),
+        "missing CUB file {raw}/CUB_200_2011/attributes.txt: the CUB-200-2011 download is incomplete"),
+    "openimages: no annotations of a split": (
+        "openimages", lambda raw: (raw / "test" / "annotations-human.csv").unlink(),
+        "missing OpenImages annotation file"),
+    "cub: no images.txt": (
+        "cub", lambda raw: (raw / "CUB_200_2011" / "images.txt").unlink(), "no CUB_200_2011/images.txt under"),
+    "openimages: a column missing": (
+        "openimages", lambda raw: replace_in(raw / "test" / "annotations-human.csv", "Confidence", "Score"),
+        "annotations-human.csv does not parse: expected columns ImageID,Source,LabelName,Confidence"),
+    "openimages: a bad confidence": (
+        "openimages", lambda raw: replace_in(raw / "train" / "annotations-human.csv", "tr0,verification,/m/01,1",
+                                             "tr0,verification,/m/01,yes"),
+        "annotations-human.csv: bad Confidence 'yes' for tr0"),
+    "openimages: no class list": (
+        "openimages", lambda raw: (raw / "classes-trainable.txt").unlink(), "missing OpenImages class list"),
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_FORMAT_ERRORS))
+def test_coco_cub_and_openimages_format_errors_are_one_line(case, tmp_path, capsys):
+    name, damage, message = OTHER_FORMAT_ERRORS[case]
+    {"coco": coco_tree, "cub": cub_tree, "openimages": openimages_tree}[name](tmp_path / "raw")
+    damage(tmp_path / "raw")
+    assert main(["data", "prepare", name, "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.format(raw=tmp_path / "raw") in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_openimages_takes_exactly_its_three_columns_and_names_from_dict_csv(tmp_path):
+    raw = tmp_path / "raw"
+    openimages_tree(raw)
+    for split in ("train", "test"):
+        path = raw / split / "annotations-human.csv"
+        path.write_text("\n".join(",".join(row.split(",")[i] for i in (0, 2, 3))
+                                  for row in path.read_text().splitlines()) + "\n")
+    (raw / "dict.csv").write_text('"/m/01","cat"\n"/m/03"\n"/m/99","bird"\n')   # /m/03 unnamed, /m/99 untrained
+    manifest = prepared("openimages", raw, tmp_path / "oi")
+    assert manifest["class_names"] == ["cat", "/m/02", "/m/03"]
+    assert (np.load(tmp_path / "oi" / "labels.npy") == 1).sum() == 12
+
+
+@pytest.mark.parametrize("place", ["CUB_200_2011/attributes.txt", "CUB_200_2011/attributes/attributes.txt",
+                                   "attributes.txt"])
+def test_cub_reads_its_attribute_names_where_either_download_puts_them(place, tmp_path):
+    raw = tmp_path / "raw"
+    cub_tree(raw)
+    (raw / "attributes.txt").unlink()
+    (raw / place).write_text("".join(f"{a} has_{a}::x\n" for a in range(1, 313)))
+    assert prepared("cub", raw, tmp_path / "cub")["class_names"][:2] == ["has_1::x", "has_2::x"]
+
+
+def test_nuswide_images_may_lie_in_the_raw_folder_itself(tmp_path):
+    raw = tmp_path / "raw"
+    nuswide_tree(raw)
+    (raw / "images" / "Flickr").rename(raw / "Flickr")
+    (raw / "images").rmdir()
+    assert prepared("nuswide", raw, tmp_path / "nus")["image_root"] == str(raw)
+
+
 def test_cub_prepare_int_labels_and_official_split(tmp_path):
     present = cub_tree(tmp_path / "raw")
     manifest = prepared("cub", tmp_path / "raw", tmp_path / "cub")
@@ -170,7 +325,8 @@ def test_class_count_mismatch(tmp_path, capsys):
     data["annotations"] = [a for a in data["annotations"] if a["category_id"] in (1, 2, 3)]
     path.write_text(json.dumps(data))
     assert main(["data", "prepare", "coco", "--raw", str(tmp_path / "coco"), "--out", str(tmp_path / "o2")]) == 2
-    assert "class-count mismatch" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("pamlbench: error: COCO train and val annotation files list different "
+                                       "categories: class-count mismatch\n")
 
 
 def test_malformed_prepared_folder_and_missing_data_option(tmp_path, capsys):
