@@ -68,3 +68,91 @@ def test_alpha_below_one_is_rejected_once_where_it_is_declared():
 def test_boostlu_without_alpha_is_a_programming_error():
     with pytest.raises(ValueError, match="no boost_alpha"):
         CamClassifier(SmallCNN(1), 10, boostlu_infer=True)
+
+
+def test_the_small_cnn_is_the_documented_four_stages():
+    """5x5 stride 2, then three 3x3 with strides 2, 2, 1, 'same' padding, no conv bias, each with batch norm and an
+    in-place ReLU: output stride 8 and 64 channels (a 56 px mosaic gives a 7 x 7 map)."""
+    net = SmallCNN(1)
+    convs = [m for m in net if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.bias) for c in convs] == [
+        (1, 16, (5, 5), (2, 2), (2, 2), None), (16, 32, (3, 3), (2, 2), (1, 1), None),
+        (32, 64, (3, 3), (2, 2), (1, 1), None), (64, 64, (3, 3), (1, 1), (1, 1), None)]
+    assert [type(m) for m in net] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU] * 4
+    assert all(m.inplace for m in net if isinstance(m, nn.ReLU))
+    assert net(torch.zeros(2, 1, 56, 56)).shape == (2, 64, 7, 7) and net.out_channels == 64
+    with pytest.raises(ValueError):
+        SmallCNN(1, widths=(16, 32, 64))                      # one width per stage
+
+
+@pytest.mark.parametrize("depth, blocks", [(50, 6), (101, 23)])
+def test_the_resnet_features_are_torchvision_s_network_before_its_pooling(depth, blocks):
+    from torchvision import models
+
+    from bench.model import build_backbone
+
+    torch.manual_seed(0)
+    ours = build_backbone(f"resnet{depth}", 3, "none").eval()
+    torch.manual_seed(0)
+    reference = getattr(models, f"resnet{depth}")(weights=None).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = ours(images)
+        assert features.shape == (2, 2048, 2, 2) and ours.out_channels == 2048 and len(ours.body[6]) == blocks
+        logits = reference.fc(features.mean(dim=(2, 3)))
+        assert torch.allclose(logits, reference(images), atol=1e-5)
+        grey = build_backbone(f"resnet{depth}", 1, None).eval()
+        assert grey(images[:, :1]).shape == (2, 2048, 2, 2)     # grey images repeated to 3 channels
+
+
+def test_the_small_cnn_takes_no_weights_but_none():
+    from bench.model import build_backbone
+
+    for weights in (None, "none"):
+        assert isinstance(build_backbone("small-cnn", 1, weights), SmallCNN)
+    with pytest.raises(UserError, match="^the small-cnn backbone has no pretrained weights; drop --weights$"):
+        build_backbone("small-cnn", 1, "imagenet")
+    with pytest.raises(UserError, match="^unknown backbone 'vgg16'; known backbones: small-cnn, resnet50, "
+                                        "resnet101$"):
+        build_backbone("vgg16", 3)
+
+
+def test_imagenet_weights_are_read_from_torch_s_cache_by_torchvision_s_file_name(tmp_path, monkeypatch):
+    from torchvision import models
+
+    from bench.model import build_backbone
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    path = tmp_path / "checkpoints" / "resnet50-0676ba61.pth"
+    with pytest.raises(UserError, match=r"^ImageNet weights for resnet50 are not on this machine: download "
+                                        r"https://download.pytorch.org/models/resnet50-0676ba61.pth to "
+                                        rf"{path} \(or pass --weights PATH\)$"):
+        build_backbone("resnet50", 3, "imagenet")
+    torch.manual_seed(7)
+    saved = models.resnet50(weights=None).state_dict()
+    path.parent.mkdir()
+    torch.save(saved, path)
+    loaded = build_backbone("resnet50", 3, "imagenet")
+    assert torch.equal(loaded.body[0].weight, saved["conv1.weight"])
+    assert torch.equal(loaded.body[7][2].conv3.weight, saved["layer4.2.conv3.weight"])
+    path.write_bytes(b"not a state dict")
+    with pytest.raises(UserError, match=f"^cannot read weights file {path}: "):
+        build_backbone("resnet50", 3, "imagenet")
+
+
+def test_the_model_of_a_spec_has_its_weights_and_the_head_learns_at_head_lr_mult_times_the_rate(tmp_path):
+    from torchvision import models
+
+    from bench.model import build_model
+    from bench.spec import make_spec
+
+    torch.manual_seed(3)
+    saved = models.resnet50(weights=None).state_dict()
+    torch.save(saved, tmp_path / "w.pth")
+    spec = make_spec("digits-mosaic", "an", 0, overrides={"backbone": "resnet50"}, weights=str(tmp_path / "w.pth"))
+    model = build_model(spec, 1, 10)
+    assert torch.equal(model.backbone.body[0].weight, saved["conv1.weight"])
+    assert model.cam_head.out_channels == 10 and model.cam_head.in_channels == 2048
+    backbone, head = model.param_groups(1e-3, 10.0)
+    assert backbone == {"params": list(model.backbone.parameters()), "lr": 1e-3}
+    assert head == {"params": list(model.cam_head.parameters()), "lr": pytest.approx(1e-2)}
