@@ -120,3 +120,28 @@ def test_checksum_is_sha256_of_the_shape_and_int8_values():
     expected = hashlib.sha256(b"(2, 3)" + bytes([1, 0, 255, 0, 1, 0])).hexdigest()[:16]
     assert checksum(observed) == expected and len(expected) == 16
     assert checksum(np.zeros((2, 6))) != checksum(np.zeros((3, 4)))  # same values, another shape
+
+
+def test_the_draw_follows_the_dataset_s_draw_order_and_maps_back_to_its_rows(labels):
+    """A real dataset stores its rows in Cole et al.'s split order but draws in the official file's order: row r of
+    the stored train + val rows is row draw_order[r] of the draw."""
+    import torch
+
+    from bench.dataset import Split, Splits
+    from bench.rundata import observed_labels
+
+    rows = len(labels)
+    draw_order = np.random.default_rng(3).permutation(rows)
+    stored = np.empty_like(labels)
+    stored[np.arange(rows)] = labels[draw_order]                    # the rows as the dataset stores them
+    images = torch.zeros(rows, 1, 2, 2, dtype=torch.uint8)
+    split = rows * 3 // 4
+    splits = Splits(Split(images[:split], stored[:split]), Split(images[split:], stored[split:]),
+                    Split(images[:2], stored[:2]), [str(c) for c in range(labels.shape[1])], (0.5,), (0.25,),
+                    draw_order=draw_order)
+    drawn = observed_labels(splits, "single-positive", 1200)
+    assert np.array_equal(drawn, single_positive(labels, 1200)[draw_order])
+    assert not np.array_equal(drawn, single_positive(stored, 1200))   # the stored order would draw otherwise
+    with pytest.raises(UserError, match=r"^protocol 'annotated' needs a dataset with its own partial annotations "
+                                        r"\(e.g. openimages\)$"):
+        observed_labels(splits, "annotated", 1200)
