@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import my_images_folder, plugin_path, voc_tree
-from test_readme_examples import readme_code
+from fixtures import my_images_folder, voc_tree
 
 from bench import features
 from bench.cli import main
@@ -18,7 +17,7 @@ from bench.records import read_records
 from bench.spec import make_spec
 from bench.trainer import Trainer
 
-pytest_plugins = ["test_contract"]
+pytest_plugins = ["test_contract", "test_readme_examples"]
 
 
 def test_a_second_linear_run_reuses_the_cache_and_a_damaged_cache_is_rebuilt(tiny_plugin, tmp_path):
@@ -76,14 +75,10 @@ def test_the_feature_cache_is_named_by_what_the_features_depend_on_and_by_nothin
     assert imagenet[0] == imagenet[1] not in by_file.values()        # with weights, the seed does not matter
 
 
-def test_the_feature_cache_of_data_read_from_a_folder_is_named_by_the_folder_s_content(tmp_path):
-    root = tmp_path / "plugins"
-    (root / "datasets").mkdir(parents=True)
-    (root / "datasets" / "readme_dataset.py").write_text(readme_code("Adding a dataset"))
+def test_the_feature_cache_of_data_read_from_a_folder_is_named_by_the_folder_s_content(readme_plugins, tmp_path):
     folders = [my_images_folder(tmp_path / "first"), my_images_folder(tmp_path / "copy"),
                my_images_folder(tmp_path / "other", seed=1)]
-    with plugin_path(root):
-        first, copy, other = (linear_cache_file(tmp_path, "my-images", data_dir=str(folder)) for folder in folders)
+    first, copy, other = (linear_cache_file(tmp_path, "my-images", data_dir=str(folder)) for folder in folders)
     assert first == copy != other
 
 

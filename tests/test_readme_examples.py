@@ -3,7 +3,6 @@ method" trains on the dataset of "Adding a dataset", through the command line.""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from fixtures import my_images_folder, plugin_path
 from test_contract import check_dataset_contract
 
 from bench.cli import main
+from bench.records import read_records
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -35,10 +35,6 @@ def readme_plugins(tmp_path):
         yield root
 
 
-def records(results: Path) -> list[dict]:
-    return [json.loads(path.read_text()) for path in sorted(results.glob("*.json"))]
-
-
 def test_the_readme_method_trains_on_the_readme_dataset(readme_plugins, tmp_path, capsys):
     data = my_images_folder(tmp_path / "data")
     assert main(["list", "methods"]) == 0 and main(["list", "datasets"]) == 0
@@ -52,20 +48,20 @@ def test_the_readme_method_trains_on_the_readme_dataset(readme_plugins, tmp_path
 
     assert main(["run", "--method", "my-method", *common]) == 0
     assert main(["run", "--method", "my-method+boostlu", *common]) == 0
-    first = records(results)
+    first = read_records(results)
     assert [(r["spec"]["dataset"], r["spec"]["method"], r["status"]) for r in first] == \
         sorted([("my-images", "my-method", "done")] * 2, key=str)
     assert all(len(r["curve"]) == 3 and r["test_map"] > 50 for r in first)  # learnable: chance is about 40
 
     assert main(["run", "--method", "my-method", *common]) == 0  # recorded: nothing trained
-    assert len(records(results)) == 2 and "recorded" in capsys.readouterr().out
+    assert len(read_records(results)) == 2 and "recorded" in capsys.readouterr().out
     my_images_folder(data, seed=1)  # other data in the same file: its fingerprint, and so the run key, change
     assert main(["run", "--method", "my-method", *common]) == 0
-    assert len(records(results)) == 3
+    assert len(read_records(results)) == 3
 
     assert main(["run", "--method", "my-method", *common, "--set", "image_size=32"]) == 2
     assert "my-images are 16 px wide; image_size=32 is not supported" in capsys.readouterr().err
-    assert len(records(results)) == 3
+    assert len(read_records(results)) == 3
 
 
 def test_the_readme_dataset_keeps_the_contract_every_dataset_is_tested_on(readme_plugins, capsys, cache_root,
