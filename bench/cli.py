@@ -26,7 +26,7 @@ from bench.arguments import (
 )
 from bench.backbone_weights import check_backbone_weights
 from bench.cluster import DEFAULT_RETRIES
-from bench.errors import UserError
+from bench.errors import UserError, quoted
 from bench.parser import DEFAULT_GRID, FORMAT_SUFFIX, build_parser
 from bench.signals import STOPPING, ignore_late_signals, stop_on_signal
 from bench.workspace import DEFAULT_CACHE, DEFAULT_RESULTS, Workspace
@@ -255,12 +255,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def show_plan(args: argparse.Namespace, grid, cells, workspace: Workspace) -> None:
     """Print every cell with its settings' origins and whether it is recorded; train and write nothing."""
-    from bench.identity import run_identity
     from bench.plan import print_plan
     from bench.records import record_path
 
     cli = set(parse_assignments(args.set))
-    keys = [spec.key(run_identity(spec, workspace.data_cache)) for spec, _ in cells]
+    ledger = workspace.ledger()
+    keys = [spec.run_key(workspace.data_cache, ledger) for spec, _ in cells]
     statuses = ["recorded" if record_path(workspace.results, key).exists() else "to train" for key in keys]
     print_plan(cells, statuses, cli=cli, grid_file=set(grid.overrides) - cli)
 
@@ -286,7 +286,8 @@ def task_options(args: argparse.Namespace, workspace: Workspace):
         return None
     cache = folder_or_new(args.worker_cache, "--worker-cache") if args.worker_cache else workspace.cache.resolve()
     return TaskOptions(threads=args.threads or 1, gpus=args.gpus_per_cell,
-                       retries=DEFAULT_RETRIES if args.retries is None else args.retries, worker_cache=str(cache))
+                       retries=DEFAULT_RETRIES if args.retries is None else args.retries, worker_cache=str(cache),
+                       ledger=workspace.ledger())
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -364,7 +365,9 @@ def figures(records: list[dict[str, Any]], workspace: Workspace, datasets: list[
     """Draw the checkpoint figures of `datasets` from `records`: all of them when `redraw`, else only those
     missing."""
     from bench.figures import checkpoint_figures
+    from bench.frame import current_records
 
+    records = current_records(records, workspace.ledger())
     for dataset in datasets:
         try:
             written = checkpoint_figures(records, dataset, workspace, only_missing=not redraw)
@@ -393,14 +396,27 @@ def cmd_figures(args: argparse.Namespace) -> None:
         raise UserError(f"no run records in {workspace.results}: run `pamlbench bench` first or give --results")
     datasets = args.dataset or sorted({r["spec"]["dataset"] for r in records})
     if args.train:
+        from bench.frame import current_records
+
         workspace.ensure_writable()
         for dataset in datasets:
-            train_missing_weights(records, dataset, workspace)
+            train_missing_weights(current_records(records, workspace.ledger()), dataset, workspace)
     figures(records, workspace, datasets, redraw=True)
 
 
+def cmd_records_carry(args: argparse.Namespace) -> None:
+    from bench.carry import carry, describe_entry
+    from bench.workers import available_cores
+
+    workspace = workspace_from(args)
+    entry = carry(workspace, check_all=args.all, jobs=args.jobs or available_cores())
+    print(describe_entry(entry, workspace) if entry else
+          f"records carry: every record in {quoted(workspace.results)} is current; nothing to carry")
+
+
 HANDLERS = {"list": cmd_list, "data info": cmd_data_info, "data prepare": cmd_data_prepare, "run": cmd_run,
-            "bench": cmd_bench, "tune": cmd_tune, "report": cmd_report, "figures": cmd_figures}
+            "bench": cmd_bench, "tune": cmd_tune, "report": cmd_report, "figures": cmd_figures,
+            "records carry": cmd_records_carry}
 """What each command does (its grammar is `bench.parser`'s)."""
 
 

@@ -31,3 +31,11 @@ def redact(url: str) -> str:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
         return url
+
+
+def quoted(value: object) -> str:
+    """`value` (a path, a name, a field a user wrote) as a message quotes it: as it is when every character is
+    printable, else in Python's repr notation, so that a newline, a carriage return, an escape sequence or a NUL
+    is shown escaped and the message stays one line that the input cannot forge or colour."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)

@@ -18,6 +18,7 @@ cells again when this machine reproduces their run keys.
 from __future__ import annotations
 
 import io
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench import checkpoints, stats  # noqa: E402
 from bench.errors import UserError  # noqa: E402
-from bench.frame import file_slug, recipes_present, records_frame  # noqa: E402
-from bench.identity import run_identity  # noqa: E402
+from bench.frame import file_slug, recipes_present  # noqa: E402
+from bench.ledger import ledger_path  # noqa: E402
 from bench.model import boostlu, build_model  # noqa: E402
 from bench.papers import papers  # noqa: E402
 from bench.recipes import RECIPES  # noqa: E402
@@ -137,11 +138,10 @@ def memorisation(by_key, keys: dict[str, list[str]], variants: list[str], datase
 
 
 def pick(records: list[dict[str, Any]], dataset: str, variant: str) -> dict[str, Any] | None:
-    """The finished current-code record of `variant` on `dataset` with the smallest seed, of the first recipe that
-    has one (tuned before paper before defaults); hand-set and frozen-backbone runs (whose checkpoints hold the head
-    alone) are never picked."""
-    current = set(records_frame(records).query("current").run_key) if records else set()
-    found = [r for r in records if r["status"] == "done" and r["variant"] == variant and r["run_key"] in current
+    """The finished record of `variant` on `dataset` with the smallest seed, of the first recipe that has one (tuned
+    before paper before defaults), among `records`, the current-code records (`bench.frame.current_records`);
+    hand-set and frozen-backbone runs (whose checkpoints hold the head alone) are never picked."""
+    found = [r for r in records if r["status"] == "done" and r["variant"] == variant
              and r["spec"]["dataset"] == dataset and r.get("hparam_source", {}).get("kind") != "manual"
              and not r["spec"].get("freeze_backbone")]
     for recipe in RECIPES:
@@ -169,7 +169,7 @@ def train_missing_weights(records: list[dict[str, Any]], dataset: str, workspace
             continue
         spec = RunSpec.from_dict(record["spec"])
         torch.set_num_threads(record.get("numerics", {}).get("threads") or torch.get_num_threads())
-        key = spec.key(run_identity(spec, workspace.data_cache))
+        key = spec.run_key(workspace.data_cache, workspace.ledger())
         if key != record["run_key"]:
             print(f"figures: cannot train {spec.variant} seed {spec.seed} on {dataset} again here: this code, data "
                   f"or numerics give the run key {key}, not the record's {record['run_key']}")
@@ -177,6 +177,8 @@ def train_missing_weights(records: list[dict[str, Any]], dataset: str, workspace
         print(f"figures: training {spec.variant} seed {spec.seed} on {dataset} again for its best-epoch weights",
               flush=True)
         with tempfile.TemporaryDirectory(prefix="pamlbench-redraw-") as scratch:
+            if ledger_path(workspace.results).exists():  # the scratch folder keys the cell as the records do
+                shutil.copyfile(ledger_path(workspace.results), ledger_path(Path(scratch)))
             run_spec(spec, Workspace(results=Path(scratch), cache=workspace.cache),
                      hparam_source=record.get("hparam_source"))
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from bench import registry
 from bench.errors import UserError
+from bench.ledger import NO_CARRY, Ledger
 from bench.numerics import describe
 from bench.recipes import RECIPES
 from bench.selection import RULES, rule_selection
@@ -53,11 +54,20 @@ def provenance_text(source: dict[str, Any]) -> str:
     return text + ("; overridden: " + ", ".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
 
 
-def current_code_version(method: str, dataset: str) -> str | None:
+def current_code_version(method: str, dataset: str, numerics: dict[str, Any], ledger: Ledger) -> str | None:
+    """The code version this code keys a run of `method` on `dataset` with on `numerics` (as `ledger` resolves it),
+    or None when either plugin is gone."""
     try:
-        return code_version(registry.method_class(method), registry.dataset_class(dataset))
+        return ledger.resolve(code_version(registry.method_class(method), registry.dataset_class(dataset)), numerics)
     except UserError:
         return None
+
+
+def current_records(records: list[dict[str, Any]], ledger: Ledger) -> list[dict[str, Any]]:
+    """The records of `records` whose code version is the one this code keys their runs with (`current_code_version`
+    under `ledger`): the records the report, the figures and the run keys use."""
+    return [record for record in records if record.get("code_version") == current_code_version(
+        record["spec"]["method"], record["spec"]["dataset"], record.get("numerics", {}), ledger)]
 
 
 def selection_value(record: dict[str, Any], selection: str) -> float | None:
@@ -70,8 +80,9 @@ def selection_value(record: dict[str, Any], selection: str) -> float | None:
     return record.get("selections", {}).get(selection, {}).get("test_map")
 
 
-def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per record with the fields the tables use; `current` says if it was made by the current code."""
+def records_frame(records: list[dict[str, Any]], ledger: Ledger = NO_CARRY) -> pd.DataFrame:
+    """One row per record with the fields the tables use; `current` says if it was made by the current code (or by
+    code that `ledger`, the results folder's carry-over ledger, carries to it)."""
     rows = []
     for record in records:
         spec = record["spec"]
@@ -91,7 +102,8 @@ def records_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "image_shape": "x".join(map(str, record.get("image_shape", []))) or "?",
             "hparams": ", ".join(f"{k}={v}" for k, v in sorted(spec["hparams"].items())) or "–",
             "error": record.get("error", ""),
-            "current": record.get("code_version") == current_code_version(spec["method"], spec["dataset"]),
+            "current": record.get("code_version") == current_code_version(spec["method"], spec["dataset"],
+                                                                          record.get("numerics", {}), ledger),
         })
     columns = ["run_key", "status", "dataset", "variant", "recipe", "seed", "epochs", *SETTING_COLUMNS, "current"]
     return pd.DataFrame(rows, columns=columns if not rows else None)

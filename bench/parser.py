@@ -22,7 +22,8 @@ from bench.observation import COLE_SEED
 from bench.recipes import RECIPES
 from bench.workspace import DEFAULT_CACHE, DEFAULT_RESULTS
 
-DESCRIPTION = "The `pamlbench` command line: list, data info, data prepare, run, bench, tune, report, figures."
+DESCRIPTION = ("The `pamlbench` command line: list, data info, data prepare, run, bench, tune, report, figures, "
+               "records carry.")
 DEFAULT_LEADERBOARD = Path("leaderboard.md")
 DEFAULT_GRID = Path("benchmark.toml")
 FORMAT_SUFFIX = {"md": "md", "csv": "csv", "latex": "tex"}
@@ -100,7 +101,7 @@ def build_parser(handlers: Handlers) -> argparse.ArgumentParser:
     """The `pamlbench` parser; each command's `handler` default is `handlers[its name]` ('data info', ...)."""
     parser = OneLineParser(prog="pamlbench", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for add_command in (add_list, add_data, add_run, add_bench, add_tune, add_report, add_figures):
+    for add_command in (add_list, add_data, add_run, add_bench, add_tune, add_report, add_figures, add_records):
         add_command(commands, handlers)
     return parser
 
@@ -209,3 +210,17 @@ def add_figures(commands: argparse._SubParsersAction, handlers: Handlers) -> Non
     figures_cmd.add_argument("--dataset", action="append", default=None,
                              help="datasets (default: every dataset with records)")
     figures_cmd.set_defaults(handler=handlers["figures"])
+
+
+def add_records(commands: argparse._SubParsersAction, handlers: Handlers) -> None:
+    """`records carry`."""
+    records = commands.add_parser("records", help="run record commands").add_subparsers(
+        dest="records_command", required=True, parser_class=OneLineParser)
+    carry = records.add_parser(
+        "carry", help="keep the records across a code change that changes no number: re-train a sample of the "
+                      "stale records, compare every number bit for bit, and on agreement carry them in the ledger",
+        parents=[storage_options(threads=False, storage=False)])
+    carry.add_argument("--all", action="store_true", help="re-train every stale record, not a sample")
+    carry.add_argument("--jobs", type=integer("--jobs", 1, 1025),
+                       help="worker processes re-training cells at once (default: one per core)")
+    carry.set_defaults(handler=handlers["records carry"])

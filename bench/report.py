@@ -24,7 +24,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.errors import UserError
-from bench.frame import SELECTIONS, SETTING_COLUMNS, file_slug, recipes_present, records_frame
+from bench.frame import SELECTIONS, SETTING_COLUMNS, current_records, file_slug, recipes_present, records_frame
+from bench.ledger import NO_CARRY, Ledger
 from bench.papers import papers
 from bench.recipes import DESCRIPTIONS
 from bench.records import atomic_text
@@ -120,9 +121,11 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def split_frame(records: list[dict[str, Any]]) -> tuple[list[tuple[tuple, pd.DataFrame]], int]:
-    """[(setting, frame)] for the current-code records, and the number of stale records left out."""
-    frame = records_frame(records)
+def split_frame(records: list[dict[str, Any]], ledger: Ledger = NO_CARRY) -> tuple[list[tuple[tuple, pd.DataFrame]],
+                                                                               int]:
+    """[(setting, frame)] for the current-code records (`ledger`: the carry-over ledger of their results folder),
+    and the number of stale records left out."""
+    frame = records_frame(records, ledger)
     if frame.empty:
         return [], 0
     stale = int((~frame.current).sum())
@@ -193,13 +196,15 @@ def recipe_lines(frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[str
 
 
 def leaderboard_markdown(records: list[dict[str, Any]], figures: list[str] | None = None,
-                         figures_link: str = "results/figures", results: str = "results") -> str:
+                         figures_link: str = "results/figures", results: str = "results",
+                         ledger: Ledger = NO_CARRY) -> str:
     """The whole leaderboard.md text. `figures` are the file names (in the figures folder) to link, with
     `figures_link` the figures folder relative to the leaderboard; `results` names the records folder. Per setting:
     each recipe's tables, then the regime check, BoostLU ablation and paired BoostLU deltas of the first recipe
-    present (tuned before paper before defaults), failures and details."""
+    present (tuned before paper before defaults), failures and details. `ledger` is the records folder's
+    carry-over ledger."""
     lines = introduction(results)
-    sections, stale = split_frame(records)
+    sections, stale = split_frame(records, ledger)
     if not sections:
         return "\n".join(lines + ["No run records yet: run `make bench`.", ""])
     paper = papers()
@@ -226,9 +231,9 @@ def leaderboard_markdown(records: list[dict[str, Any]], figures: list[str] | Non
     return "\n".join(lines + [""])
 
 
-def table_export(records: list[dict[str, Any]], fmt: str) -> str:
+def table_export(records: list[dict[str, Any]], fmt: str, ledger: Ledger = NO_CARRY) -> str:
     """The main tables alone, as CSV (one block per setting, recipe and selection) or LaTeX (one tabular each)."""
-    sections, _ = split_frame(records)
+    sections, _ = split_frame(records, ledger)
     parts = []
     for setting, frame in sections:
         for recipe in recipes_present(frame):
@@ -244,10 +249,10 @@ def table_export(records: list[dict[str, Any]], fmt: str) -> str:
     return "\n".join(parts)
 
 
-def per_class_ap(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+def per_class_ap(records: list[dict[str, Any]], ledger: Ledger = NO_CARRY) -> dict[str, pd.DataFrame]:
     """name -> (variant (recipe)) x classes table of per-class test AP (clean selection, mean over seeds), per
     dataset and setting, current-code finished runs."""
-    sections, _ = split_frame(records)
+    sections, _ = split_frame(records, ledger)
     by_key = {r["run_key"]: r for r in records}
     tables = {}
     for setting, frame in sections:
@@ -266,24 +271,26 @@ def write_report(records: list[dict[str, Any]], out: Path, workspace: Workspace,
     a misspelt or empty results folder must not wipe a real leaderboard."""
     if fmt not in FORMATS:
         raise UserError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")
-    sections, _ = split_frame(records)
+    ledger = workspace.ledger()
+    sections, _ = split_frame(records, ledger)
     if not sections and out.exists() and not force:
         raise UserError(f"no current run records in {workspace.results}: refusing to replace {out} with an empty "
                         "report (check --results, or pass --force)")
     if fmt != "md":
-        atomic_text(out, table_export(records, fmt))
+        atomic_text(out, table_export(records, fmt, ledger))
         return [out]
     from bench.figures import checkpoint_figure_names, record_figures
 
-    frame = records_frame(records)
+    frame = records_frame(records, ledger)
     figures = record_figures(frame, records, workspace.figures)
     links = [(path.name, caption) for path, caption in figures]
+    current = current_records(records, ledger)
     for dataset in sorted({d for _, section in sections for d in section.dataset.unique()}):
-        links += checkpoint_figure_names(records, dataset)
+        links += checkpoint_figure_names(current, dataset)
     link = Path(os.path.relpath(workspace.figures, out.resolve().parent if out.parent != Path() else Path.cwd()))
-    atomic_text(out, leaderboard_markdown(records, links, link.as_posix(), workspace.results.as_posix()))
+    atomic_text(out, leaderboard_markdown(records, links, link.as_posix(), workspace.results.as_posix(), ledger))
     written = [out]
-    for name, table in per_class_ap(records).items():
+    for name, table in per_class_ap(records, ledger).items():
         path = workspace.tables / f"per_class_ap_{name}.csv"
         atomic_text(path, table.to_csv(float_format="%.2f"))
         written.append(path)

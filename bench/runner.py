@@ -20,14 +20,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from bench import checkpoints
+from bench import checkpoints, registry
 from bench.claims import ClaimStore
-from bench.identity import run_identity
 from bench.numerics import cpu_model
 from bench.records import RECORD_FORMAT, read_record, record_path, write_record
 from bench.spec import RunSpec
 from bench.tracking import Tracker
-from bench.versions import git_commit, package_versions
+from bench.versions import code_version, git_commit, package_versions
 from bench.workers import WorkerPlan, run_tasks
 from bench.workspace import Workspace
 
@@ -50,11 +49,18 @@ def base_record(spec: RunSpec, key: str, identity: dict[str, Any], hparam_source
     return {
         "format": RECORD_FORMAT, "run_key": key, "spec": spec.to_dict(), "variant": spec.variant,
         "hparam_source": hparam_source, "code_version": identity["code_version"],
+        "code_version_trained": trained_code_version(spec),
         "data_fingerprint": identity["data_fingerprint"], "numerics": identity["numerics"], "cpu_model": cpu_model(),
         **({"weights_sha256": identity["weights_sha256"]} if "weights_sha256" in identity else {}),
         "versions": package_versions(), "git_commit": git_commit(), "device": spec.device,
         "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def trained_code_version(spec: RunSpec) -> str:
+    """The code version of the code that trains `spec` here, before the carry-over ledger resolves it (the record's
+    `code_version` is the resolved one, which its key holds)."""
+    return code_version(registry.method_class(spec.method), registry.dataset_class(spec.dataset))
 
 
 def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None = None,
@@ -63,7 +69,7 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
              on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Outcome:
     """Train `spec` unless it is recorded or another worker has it; see the module docstring. With a `tracker`,
     the run is also logged to MLflow; `on_epoch(epoch, point)` is called after every epoch it trains."""
-    identity = run_identity(spec, workspace.data_cache)
+    identity = spec.identity(workspace.data_cache, workspace.ledger())
     key = spec.key(identity)
     claims = claims or ClaimStore(workspace.claims_url())
     resume = checkpoints.resume_file(workspace.checkpoints, key)
@@ -150,7 +156,7 @@ def remove_failed(specs: list[RunSpec], workspace: Workspace, claims: ClaimStore
     """Delete the failed records (and claims) of `specs` so that they are trained again; returns how many."""
     removed = 0
     for spec in specs:
-        key = spec.key(run_identity(spec, workspace.data_cache))
+        key = spec.run_key(workspace.data_cache, workspace.ledger())
         path = record_path(workspace.results, key)
         failed_here = path.exists() and read_record(path)["status"] != "done"
         failed_elsewhere = (claims.done_record(key) or {}).get("status") == "failed"
@@ -221,9 +227,9 @@ def run_grid(cells: list[tuple[RunSpec, dict[str, Any]]], workspace: Workspace, 
                 finished(spec, run_spec(spec, workspace, claims=claims, hparam_source=source, tracker=tracker,
                                         progress=progress))
             return counts
-        pending = []
+        pending, ledger = [], workspace.ledger()
         for spec, source in cells:
-            path = record_path(workspace.results, spec.key(run_identity(spec, workspace.data_cache)))
+            path = record_path(workspace.results, spec.run_key(workspace.data_cache, ledger))
             if path.exists():
                 finished(spec, Outcome("recorded", read_record(path)))
             else:
