@@ -274,12 +274,13 @@ def tune_on_cluster(grid, bases: list[RunSpec], workspace: Workspace, resources:
                     tracker: Tracker | None) -> list[dict[str, Any]]:
     """Tune each of `bases` in turn, its trials run by as many Ray tasks as the cluster has slots (at most
     `n_trials`), all on the study in `workspace.optuna_url()`, which every worker must reach (PostgreSQL, or the
-    SQLite default on a single machine); returns the summaries."""
+    SQLite default on a single machine); between rounds of trials the driver `advance`s the study (its confirmation
+    runs are trained in the driver's process); returns the summaries."""
     import ray
     from ray.exceptions import RayError
 
     from bench.studies import spec_study
-    from bench.tuning import open_study, start_parent, summarize
+    from bench.tuning import advance, enqueue_first_trials, open_study, start_parent, summarize
 
     device = cluster_device(grid.device, resources)
     worker_grid = grid.narrow(device=device)
@@ -295,18 +296,21 @@ def tune_on_cluster(grid, bases: list[RunSpec], workspace: Workspace, resources:
         slots = int(resources.get("GPU", 0) // gpus) if gpus else int(resources.get("CPU", 1) // options.threads)
         workers = max(1, min(slots, budget.n_trials))
         print(f"tune {name}: {workers} worker task(s) on the cluster", flush=True)
-        refs = [task.options(num_cpus=options.threads, num_gpus=gpus, max_retries=options.retries,
-                             retry_exceptions=False).remote(
-            worker_grid, base, workspace.optuna_url(), budget, index, heartbeat=heartbeat, tracking=tracking,
-            parent=parent, options=options)
-            for index in range(workers)]
-        try:
-            ray.get(refs)
-        except RayError as error:
-            raise UserError(f"tune {name}: a worker task failed for good: {first_line(error)}") from None
-        except BaseException:
-            for ref in refs:
-                ray.cancel(ref, force=True)
-            raise
+        enqueue_first_trials(study, grid, base, budget)
+        while not study.user_attrs.get("concluded"):
+            refs = [task.options(num_cpus=options.threads, num_gpus=gpus, max_retries=options.retries,
+                                 retry_exceptions=False).remote(
+                worker_grid, base, workspace.optuna_url(), budget, index, heartbeat=heartbeat, tracking=tracking,
+                parent=parent, options=options)
+                for index in range(workers)]
+            try:
+                ray.get(refs)
+            except RayError as error:
+                raise UserError(f"tune {name}: a worker task failed for good: {first_line(error)}") from None
+            except BaseException:
+                for ref in refs:
+                    ray.cancel(ref, force=True)
+                raise
+            advance(study, grid, base, workspace.data_cache, budget, progress=False)
         summaries.append(summarize(study, base, workspace, budget, tracker=tracker, parent=parent))
     return summaries

@@ -52,9 +52,16 @@ def refuse_unkeyed_features(spec: RunSpec) -> RunSpec:
 class TuningBudget(BaseModel):
     """The one budget every study of a grid gets (the grid file's `[tuning]` table; `tune` options override it):
     a TPE sampler with `startup_trials` random trials first (or, for a paper's grid study, `bench.tuning.grid_budget`,
-    every setting of the grid), `n_trials` finished (complete or pruned) trials per
-    study, the pruner, and the seed of both the sampler and every trial's training (outside the benchmark's seeds).
-    The objective is the best-epoch validation mAP on the `objective` labels (clean: the papers' protocol)."""
+    every setting of the grid), the pruner, and the seed of every trial's training (outside the benchmark's seeds).
+    The objective is the best-epoch validation mAP on the `objective` labels (clean: the papers' protocol).
+
+    `n_trials` counts finished (complete or pruned) trials, or with `count = "completed"` completed trials alone,
+    pruned ones being extra up to `max_trials` finished ones (0: three times `n_trials`). The rules of
+    `bench.search_rules`, each off by default (the budget of the first tuned recipe): `first_trials = "defaults"`
+    enqueues the defaults (and the paper's values) first; `sampler_seed = "per-study"` seeds each study's sampler
+    from its name; `widen_edges` is how many times a range may widen when the winner sits at its edge (each
+    widening adds half the budget); `confirm_seeds` re-trains the `confirm_top` best settings on those seeds and the
+    best mean wins; `extend_if_improving` gives a study still improving after its budget a second budget, once."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -64,16 +71,47 @@ class TuningBudget(BaseModel):
     pruner: Literal["median", "hyperband", "none"] = "median"
     seed: Seed = 100
     objective: Literal["clean", "observed"] = "clean"
+    count: Literal["finished", "completed"] = "finished"
+    max_trials: int = Field(0, ge=0)
+    first_trials: Literal["none", "defaults"] = "none"
+    sampler_seed: Literal["shared", "per-study"] = "shared"
+    widen_edges: int = Field(0, ge=0, le=5)
+    confirm_seeds: list[Seed] = Field(default_factory=list, max_length=10)
+    confirm_top: int = Field(3, ge=1, le=10)
+    extend_if_improving: bool = False
+
+    @property
+    def trial_cap(self) -> int:
+        """The most finished trials a study runs for its first budget (pruned ones included)."""
+        if self.count == "finished":
+            return self.n_trials
+        return self.max_trials or 3 * self.n_trials
 
     def describe(self) -> str:
         """One line for the leaderboard and the command line."""
         if self.sampler == "grid":
             return (f"every one of the {self.n_trials} settings of the grid, unpruned; objective: best-epoch "
                     f"validation mAP on {self.objective} labels; trials trained with seed {self.seed}")
-        return (f"{self.n_trials} finished trials per study; {self.sampler.upper()} sampler (seed {self.seed}, "
-                f"{self.startup_trials} random start-up trials); {self.pruner} pruner on the running best; "
-                f"objective: best-epoch validation mAP on {self.objective} labels; trials trained with seed "
-                f"{self.seed}")
+        counted = (f"{self.n_trials} finished trials per study" if self.count == "finished" else
+                   f"{self.n_trials} completed trials per study (pruned ones extra, at most {self.trial_cap} in all)")
+        rules = []
+        if self.first_trials == "defaults":
+            rules.append("the defaults (and the paper's values) are the first trials")
+        if self.sampler_seed == "per-study":
+            rules.append("each study's sampler seeded from its name")
+        if self.widen_edges:
+            rules.append(f"a range whose winner sits at its edge widens (at most {self.widen_edges} times, half a "
+                         "budget each)")
+        if self.confirm_seeds:
+            rules.append(f"the {self.confirm_top} best settings re-trained on seeds "
+                         f"{', '.join(map(str, self.confirm_seeds))}, the best mean wins")
+        if self.extend_if_improving:
+            rules.append("a study still improving after its budget gets a second one, once")
+        seeding = "seed per study" if self.sampler_seed == "per-study" else f"seed {self.seed}"
+        return (f"{counted}; {self.sampler.upper()} sampler ({seeding}, {self.startup_trials} random start-up "
+                f"trials); {self.pruner} pruner on the running best; objective: best-epoch validation mAP on "
+                f"{self.objective} labels; trials trained with seed {self.seed}" +
+                "".join(f"; {rule}" for rule in rules))
 
 
 class GridFile(BaseModel):

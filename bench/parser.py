@@ -174,13 +174,14 @@ def add_tune(commands: argparse._SubParsersAction, handlers: Handlers) -> None:
                                    parents=[storage_options()])
     add_grid_options(tune_cmd, seeds=False)
     tune_cmd.add_argument("--n-trials", type=integer("--n-trials", 1),
-                          help="finished trials per study (default: the grid file's [tuning] budget)")
+                          help="trials per study, counted as the grid file's [tuning] budget counts them (default: "
+                               "its n_trials)")
     tune_cmd.add_argument("--pruner", choices=["median", "hyperband", "none"],
                           help="default: the grid file's [tuning] budget")
     tune_cmd.add_argument("--seed", type=SEED,
                           help="training seed of every trial and the TPE seed (default: the grid file's [tuning] "
                                "budget, 100, outside the benchmark's seeds)")
-    tune_cmd.add_argument("--val-variant", choices=["clean", "observed"],
+    tune_cmd.add_argument("--objective", "--val-variant", dest="val_variant", choices=["clean", "observed"],
                           help="validation labels the trials are scored on (default: the grid file's [tuning] "
                                "objective, clean)")
     tune_cmd.add_argument("--heartbeat", type=positive_seconds, default=HEARTBEAT_SECONDS,

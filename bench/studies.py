@@ -89,8 +89,10 @@ def paper_settings(base: RunSpec) -> dict[str, Any]:
 def grid_budget(budget, space: dict[str, list[Any]]):
     """The budget of a paper's grid study: every setting of `space` once (Optuna's GridSampler seeded like the
     equal-budget studies), unpruned, trained with `budget`'s seed and scored by its objective."""
-    return budget.model_copy(update={"sampler": "grid", "startup_trials": 0, "pruner": "none",
-                                     "n_trials": math.prod(len(values) for values in space.values())})
+    return budget.model_copy(update={"sampler": "grid", "startup_trials": 0, "pruner": "none", "count": "finished",
+                                     "n_trials": math.prod(len(values) for values in space.values()),
+                                     "max_trials": 0, "first_trials": "none", "widen_edges": 0,
+                                     "confirm_seeds": [], "extend_if_improving": False})
 
 
 def declaration(name: str, method: str):
@@ -127,7 +129,8 @@ def saved_summary(tuned: Path, name: str, budget) -> dict[str, Any] | None:
         summary = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, RecursionError):
         return None
-    if summary.get("budget") != budget.model_dump() or summary.get("n_trials", 0) < budget.n_trials:
+    counted = summary.get("completed", 0) if budget.count == "completed" else summary.get("n_trials", 0)
+    if summary.get("budget") != budget.model_dump() or counted < budget.n_trials:
         return None
     return summary
 

@@ -31,6 +31,14 @@ from bench.claims import HEARTBEAT_SECONDS
 from bench.errors import UserError, first_line, redact
 from bench.grid import Grid, TuningBudget
 from bench.records import RECORD_FORMAT, atomic_json
+from bench.search_rules import (
+    confirmation_candidates,
+    confirmed,
+    edge_side,
+    first_trials,
+    study_seed,
+    widened,
+)
 from bench.spec import RunSpec
 from bench.studies import (
     convergence,
@@ -134,7 +142,8 @@ def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
     name = spec_study(base)
     pruner_object = make_pruner(budget.pruner, base.epochs)
-    sampler = make_sampler(budget, study_space(base, grid.overrides), budget.seed + sampler_offset)
+    seed = study_seed(name, budget.seed) if budget.sampler_seed == "per-study" else budget.seed
+    sampler = make_sampler(budget, study_space(base, grid.overrides), seed + sampler_offset)
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     sqlite_folder(storage_url)
@@ -184,28 +193,198 @@ def tune(grid: Grid, base: RunSpec, workspace: Workspace, budget: TuningBudget, 
     name = spec_study(base)
     study = open_study(grid, base, workspace.optuna_url(), budget, heartbeat)
     parent = start_parent(tracker, base, name)
-    run_trials(study, grid, base, workspace.data_cache, budget, tracker=tracker, parent=parent, progress=progress)
+    search(study, grid, base, workspace.data_cache, budget, tracker=tracker, parent=parent, progress=progress)
     return summarize(study, base, workspace, budget, tracker=tracker, parent=parent)
 
 
 def finished_trials(study) -> int:
-    """Trials of `study` that count towards the budget: complete or pruned, over every worker."""
+    """Trials of `study` that are finished: complete or pruned, over every worker."""
     from optuna.trial import TrialState
 
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False))
 
 
+def completed_trials(study) -> list:
+    """The complete trials of `study`, in trial order."""
+    from optuna.trial import TrialState
+
+    return sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
+                  key=lambda t: t.number)
+
+
+def budget_reached(study, budget: TuningBudget) -> bool:
+    """Whether `study` has run its budget so far: `budget.n_trials` trials counted as the budget counts them, plus
+    the trials its widenings and second budget added (study attribute 'extra_trials'), or the cap of finished
+    trials (raised by the same share)."""
+    extra = study.user_attrs.get("extra_trials", 0)
+    if budget.count == "finished":
+        return finished_trials(study) >= budget.n_trials + extra
+    scale = (budget.n_trials + extra) / budget.n_trials
+    return (len(completed_trials(study)) >= budget.n_trials + extra
+            or finished_trials(study) >= math.ceil(budget.trial_cap * scale))
+
+
+def current_space(study, base: RunSpec, grid: Grid) -> dict[str, tuple[float, float] | list[Any]]:
+    """The space `study` searches now: its base's (`study_space`), with the ranges its widenings moved (study
+    attribute 'ranges')."""
+    space = study_space(base, grid.overrides)
+    for name, bounds in study.user_attrs.get("ranges", {}).items():
+        space[name] = tuple(bounds)
+    return space
+
+
+def search(study, grid: Grid, base: RunSpec, data_cache: Path, budget: TuningBudget, *, tracker=None,
+           parent: str | None = None, progress: bool = True, worker: str | None = None) -> None:
+    """Run `study` under every rule of `budget` (`bench.search_rules`), resuming where it stopped: the first trials
+    enqueued, trials until the budget is reached, the confirmation of the best settings, a widening of each range
+    whose winner sits at its edge (and more trials), and a second budget for a study still improving. Its state
+    is kept in the study's attributes, so an interrupted search resumes; 'concluded' marks the end."""
+    if study.user_attrs.get("concluded"):
+        return
+    enqueue_first_trials(study, grid, base, budget)
+    while True:
+        run_trials(study, grid, base, data_cache, budget, tracker=tracker, parent=parent, progress=progress,
+                   worker=worker)
+        if not advance(study, grid, base, data_cache, budget, progress=progress):
+            return
+
+
+def advance(study, grid: Grid, base: RunSpec, data_cache: Path, budget: TuningBudget, *,
+            progress: bool = True) -> bool:
+    """After a study reached its budget so far: confirm its best settings, widen a range whose winner sits at its
+    edge, or give a study still improving its second budget. True when that added trials to run; otherwise the
+    study is marked 'concluded' and False is returned."""
+    if budget.confirm_seeds:
+        confirm(study, grid, base, data_cache, budget, progress=progress)
+    if widen_at_edges(study, grid, base, budget):
+        return True
+    if (budget.extend_if_improving and not study.user_attrs.get("extended")
+            and study_convergence(study)["improving"]):
+        study.set_user_attr("extended", True)
+        study.set_user_attr("extra_trials", study.user_attrs.get("extra_trials", 0) + budget.n_trials)
+        print(f"tune {study.study_name}: still improving after its budget: a second budget of {budget.n_trials} "
+              "trials", flush=True)
+        return True
+    study.set_user_attr("concluded", True)
+    return False
+
+
+def enqueue_first_trials(study, grid: Grid, base: RunSpec, budget: TuningBudget) -> None:
+    """Enqueue the defaults (and the paper's values) as the first trials of a new study, when `budget` says so."""
+    if budget.first_trials != "defaults" or budget.sampler == "grid" or study.get_trials(deepcopy=False):
+        return
+    from bench.recipes import paper_recipe
+
+    space = current_space(study, base, grid)
+    defaults = {**{name: getattr(base, name) for name in ("lr", "boost_alpha") if name in space},
+                **{name: value for name, value in base.method_hparams().items() if name in space}}
+    try:
+        paper = paper_recipe(base.dataset, base.variant).settings
+    except UserError:
+        paper = {}
+    for params in first_trials(space, defaults, paper):
+        study.enqueue_trial(params, user_attrs={"first": True}, skip_if_exists=True)
+
+
+def confirm(study, grid: Grid, base: RunSpec, data_cache: Path, budget: TuningBudget, progress: bool) -> None:
+    """Train the `budget.confirm_top` best settings of `study` again on each confirmation seed (the trials' own seed
+    reuses the trial's value: the same spec and seed give the same numbers) and keep every score in the study
+    attribute 'confirmation' (trial number -> seed -> validation mAP), so that nothing is trained twice."""
+    from bench.trainer import NumericalFault, Trainer
+
+    trials = {t.number: t for t in completed_trials(study)}
+    chosen = confirmation_candidates([(n, t.params, t.value) for n, t in trials.items()], budget.confirm_top)
+    scores = {int(number): dict(values) for number, values in study.user_attrs.get("confirmation", {}).items()}
+    for number in chosen:
+        for seed in budget.confirm_seeds:
+            if str(seed) in scores.get(number, {}):
+                continue
+            if seed == budget.seed:
+                value = trials[number].value
+            else:
+                spec = grid.base_spec(base.dataset, base.variant, seed, {**paper_settings(base),
+                                      **trials[number].params}, base.recipe)
+                try:
+                    result = Trainer(spec, data_cache, progress=progress).run()
+                    value = result["selections"][budget.objective]["val_map"]
+                except NumericalFault:
+                    value = 0.0
+                print(f"tune {study.study_name}: confirmation of trial {number} on seed {seed}: val mAP "
+                      f"{value:.2f}", flush=True)
+            scores.setdefault(number, {})[str(seed)] = value
+            study.set_user_attr("confirmation", {str(n): v for n, v in scores.items()})
+
+
+def confirmed_trial(study, budget: TuningBudget):
+    """The winner of `study`: the confirmed best mean over the confirmation seeds among its current candidates, or,
+    without confirmation, its single-seed best trial."""
+    if not budget.confirm_seeds:
+        return study.best_trial
+    trials = {t.number: t for t in completed_trials(study)}
+    chosen = confirmation_candidates([(n, t.params, t.value) for n, t in trials.items()], budget.confirm_top)
+    scores = study.user_attrs.get("confirmation", {})
+    return trials[confirmed({number: [scores[str(number)][str(seed)] for seed in budget.confirm_seeds]
+                             for number in chosen})]
+
+
+def widen_at_edges(study, grid: Grid, base: RunSpec, budget: TuningBudget) -> bool:
+    """When the winner sits at the edge of a range (`edge_side`) and `budget.widen_edges` allows another widening
+    of it, widen it (`widened`), add half a budget of trials, print the change and return True."""
+    if not budget.widen_edges or budget.sampler == "grid":
+        return False
+    winner = confirmed_trial(study, budget)
+    space = current_space(study, base, grid)
+    widenings = list(study.user_attrs.get("widenings", []))
+    ranges = dict(study.user_attrs.get("ranges", {}))
+    changed = []
+    for name, bounds in space.items():
+        if isinstance(bounds, list) or name not in winner.params:
+            continue
+        if sum(w["name"] == name for w in widenings) >= budget.widen_edges:
+            continue
+        hp = declaration(name, base.method)
+        side = edge_side(winner.params[name], bounds, hp.log)
+        integer = isinstance(hp.default, int) and not isinstance(hp.default, bool)
+        new = side and widened(bounds, side, hp.log, (hp.low, hp.high), integer)
+        if new:
+            ranges[name] = list(new)
+            widenings.append({"name": name, "side": side, "from": list(bounds), "to": list(new),
+                              "winner": winner.params[name]})
+            changed.append(f"{name} {fmt_range(bounds)} -> {fmt_range(new)}")
+    if not changed:
+        return False
+    study.set_user_attr("ranges", ranges)
+    study.set_user_attr("widenings", widenings)
+    study.set_user_attr("extra_trials", study.user_attrs.get("extra_trials", 0) + max(1, budget.n_trials // 2))
+    print(f"tune {study.study_name}: the winner sits at a range's edge; widened {', '.join(changed)}", flush=True)
+    return True
+
+
+def fmt_range(bounds) -> str:
+    return f"[{bounds[0]:.4g}, {bounds[1]:.4g}]"
+
+
 def trial_worker(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget, sampler_offset: int,
                  heartbeat: float, tracking: tuple[str, str] | None, parent: str | None, data_cache: str,
                  worker: str | None = None) -> None:
-    """Run trials of `base`'s study in a worker process until the study has `budget.n_trials` finished trials,
-    counted over every worker (a local worker process or a cluster task)."""
+    """Run trials of `base`'s study in a cluster task until the study reached its budget so far
+    (`budget_reached`), counted over every worker; the driver then `advance`s the study."""
     from bench.tracking import Tracker
 
     study = open_study(grid, base, storage_url, budget, heartbeat, sampler_offset)
     tracker = Tracker(Path(tracking[0]), tracking[1]) if tracking else None
     run_trials(study, grid, base, Path(data_cache), budget, tracker=tracker, parent=parent, progress=False,
                worker=worker)
+
+
+def study_worker(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget, heartbeat: float,
+                 tracking: tuple[str, str] | None, parent: str | None, data_cache: str) -> None:
+    """Run `base`'s whole study under its budget's rules (`search`) in a local worker process."""
+    from bench.tracking import Tracker
+
+    study = open_study(grid, base, storage_url, budget, heartbeat)
+    tracker = Tracker(Path(tracking[0]), tracking[1]) if tracking else None
+    search(study, grid, base, Path(data_cache), budget, tracker=tracker, parent=parent, progress=False)
 
 
 def tune_locally(grid: Grid, bases: list[RunSpec], workspace: Workspace, budget: TuningBudget, plan, *,
@@ -215,7 +394,7 @@ def tune_locally(grid: Grid, bases: list[RunSpec], workspace: Workspace, budget:
     call `on_summary` with each study's summary as soon as it finishes (it is saved by then). With one job, the
     studies run one after another in this process; otherwise each study is one task of the pool. Either way a
     study runs its trials one after another, in one process, so its trials and best values are the same whatever
-    the number of jobs, and it ends with exactly its budget of finished trials. (Several processes on one study,
+    the number of jobs, and it ends when its budget's rules say (`search`). (Several processes on one study,
     through one storage, are `tune` commands started side by side; their samplers then differ.)"""
     from bench.workers import run_tasks
 
@@ -231,7 +410,7 @@ def tune_locally(grid: Grid, bases: list[RunSpec], workspace: Workspace, budget:
     for base in bases:
         name = spec_study(base)
         study = open_study(grid, base, workspace.optuna_url(), budget, heartbeat)
-        if finished_trials(study) >= budget.n_trials:
+        if study.user_attrs.get("concluded"):
             on_summary(summarize(study, base, workspace, budget, tracker=tracker))
         else:
             studies[name] = (study, base)
@@ -239,7 +418,7 @@ def tune_locally(grid: Grid, bases: list[RunSpec], workspace: Workspace, budget:
         return
     tracking = (str(workspace.cache.resolve()), tracker.uri) if tracker else None
     parents = {name: start_parent(tracker, base, name) for name, (_, base) in studies.items()}
-    tasks = [(grid, base, workspace.optuna_url(), budget, 0, heartbeat, tracking, parents[name],
+    tasks = [(grid, base, workspace.optuna_url(), budget, heartbeat, tracking, parents[name],
               str(workspace.data_cache)) for name, (_, base) in studies.items()]
 
     def finished(task: tuple[Any, ...], _: None) -> None:
@@ -250,7 +429,7 @@ def tune_locally(grid: Grid, bases: list[RunSpec], workspace: Workspace, budget:
         print(f"tune: a worker process died; {len(unfinished)} unfinished study task(s) go to a new pool (its "
               "trial is retried after the heartbeat's grace period)", file=sys.stderr, flush=True)
 
-    left = run_tasks(tasks, trial_worker, plan, on_result=finished, on_broken=broken)
+    left = run_tasks(tasks, study_worker, plan, on_result=finished, on_broken=broken)
     if left:
         raise UserError(f"tune: worker processes kept dying; {len(left)} study task(s) unfinished: run the same "
                         "command again to resume")
@@ -268,13 +447,11 @@ def run_trials(study, grid: Grid, base: RunSpec, data_cache: Path, budget: Tunin
     trial is never pruned for an epoch after its peak). Each trial is logged as a child of `parent`; `worker`
     (where it ran) is kept as a trial attribute."""
     import optuna
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
 
     from bench.trainer import NumericalFault, Trainer
 
-    space = study_space(base, grid.overrides)
-    val_variant, seed, n_trials = budget.objective, budget.seed, budget.n_trials
+    space = current_space(study, base, grid)
+    val_variant, seed = budget.objective, budget.seed
     selected = "val_map" if val_variant == "clean" else "val_map_observed"
 
     def objective(trial: optuna.Trial) -> float:
@@ -316,10 +493,12 @@ def run_trials(study, grid: Grid, base: RunSpec, data_cache: Path, budget: Tunin
               + ", ".join(f"{k}={v:.4g}" for k, v in values.items()), flush=True)
         return chosen["val_map"]
 
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    if finished_trials(study) < n_trials:
-        study.optimize(objective, catch=(NumericalFault,),
-                       callbacks=[MaxTrialsCallback(n_trials, states=finished)])
+    def stop_at_budget(study, trial) -> None:
+        if budget_reached(study, budget):
+            study.stop()
+
+    if not budget_reached(study, budget):
+        study.optimize(objective, catch=(NumericalFault,), callbacks=[stop_at_budget])
 
 
 def summarize(study, base: RunSpec, workspace: Workspace, budget: TuningBudget, *, tracker=None,
@@ -333,16 +512,26 @@ def summarize(study, base: RunSpec, workspace: Workspace, budget: TuningBudget, 
     if not complete:
         raise UserError(f"study {study.study_name} has no complete trial (all pruned or failed); run more trials")
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    winner = confirmed_trial(study, budget)
+    scores = study.user_attrs.get("confirmation", {}).get(str(winner.number))
     summary = {
         "format": RECORD_FORMAT, "study": study.study_name, "dataset": base.dataset, "variant": base.variant,
-        "method": base.method, "n_trials": sum(t.state in finished for t in trials),
+        "method": base.method, "n_trials": sum(t.state in finished for t in trials), "completed": len(complete),
         "pruned": sum(t.state == TrialState.PRUNED for t in trials),
         "failed": sum(t.state == TrialState.FAIL for t in trials),
         "epochs_trained": sum(len(t.intermediate_values) for t in trials),
-        "best_value": study.best_value, "best_params": study.best_params, "best_trial": study.best_trial.number,
+        "best_value": sum(scores.values()) / len(scores) if budget.confirm_seeds else winner.value,
+        "best_params": winner.params, "best_trial": winner.number,
         "budget": budget.model_dump(), "protocol": base.protocol, "label_seed": base.label_seed,
         "backbone": base.backbone, "epochs": base.epochs, "convergence": study_convergence(study),
     }
+    if budget.confirm_seeds:
+        summary["confirmation"] = {"seeds": budget.confirm_seeds, "scores": study.user_attrs["confirmation"]}
+        summary["study_best"] = {"trial": study.best_trial.number, "value": study.best_value,
+                                 "params": study.best_params}
+    for name in ("ranges", "widenings", "extended"):
+        if name in study.user_attrs:
+            summary[name] = study.user_attrs[name]
     atomic_json(tuned_path(workspace.tuned, study.study_name), summary)
     if tracker:
         tracker.finish(parent, {"status": "done", "run_key": study.study_name, "val_map": summary["best_value"],
