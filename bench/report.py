@@ -37,6 +37,7 @@ from bench.sections import (
     dataset_details,
     failure_rows,
     group_rows,
+    oracle_rows,
     recipe_delta_rows,
     regime_note,
     regime_rows,
@@ -219,6 +220,8 @@ def leaderboard_markdown(records: list[dict[str, Any]], figures: list[str] | Non
                               ablation_rows(chosen)),
                              (f"BoostLU, paired per seed ({of}), clean selection", boostlu_pair_rows(chosen, "clean")),
                              (f"BoostLU, paired per seed ({of}), last epoch", boostlu_pair_rows(chosen, "last")),
+                             (f"BoostLU rows against the full+boostlu oracle, paired per seed ({of}), clean "
+                              "selection", oracle_rows(chosen, "clean")),
                              ("Failed runs (shown instead of numbers)", failure_rows(frame))):
             if table:
                 lines += [f"### {title}", "", markdown_table(*table), ""] + regime_note(title, table, primary)

@@ -13,7 +13,7 @@ import pandas as pd
 from bench import stats
 from bench.groups import group_maps
 from bench.papers import papers
-from bench.tables import Cell, cells, finite, is_oracle, paired_boostlu
+from bench.tables import Cell, against_oracle, cells, finite, is_oracle, paired_boostlu
 
 
 def cell_text(cell: Cell | None, fmt: str) -> str:
@@ -45,14 +45,45 @@ def ablation_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]] | No
     return [*ablation["flags"].values(), "variant", *datasets, *[f"paper {d}" for d in paper_datasets]], rows
 
 
+def decision(p_value: float) -> str:
+    """'yes' / 'no' at the 5 % level, '–' without a test."""
+    return "–" if not finite(p_value) else "yes" if p_value < stats.ALPHA else "no"
+
+
+def p_text(p_value: float) -> str:
+    return "–" if not finite(p_value) else f"{p_value:.3f}"
+
+
 def boostlu_pair_rows(frame: pd.DataFrame, selection: str) -> tuple[list[str], list[list[str]]] | None:
+    """With minus without BoostLU per method and dataset: the mean difference and its interval, and the paired
+    t-test's p-value raw and Holm-adjusted over the table's family, with both decisions."""
     pairs = paired_boostlu(frame, f"test_map_{selection}")
     if not pairs:
         return None
+    adjusted = stats.holm([p.p_value for p in pairs])
     rows = [[p.method, p.dataset, f"{p.mean:+.2f}" + (f" ± {p.half_width:.2f}" if finite(p.half_width) else ""),
-             f"{p.positive}/{p.seeds}", "yes" if p.excludes_zero else "no"] for p in pairs]
+             f"{p.positive}/{p.seeds}", "yes" if p.excludes_zero else "no", p_text(p.p_value), p_text(holm),
+             decision(holm)] for p, holm in zip(pairs, adjusted, strict=True)]
     return ["method", "dataset", "mean Δ test mAP (with − without BoostLU) ± 95 % CI", "seeds with Δ > 0",
-            "CI excludes 0"], rows
+            "CI excludes 0", "p (paired t)", "p (Holm, this table)", "Δ ≠ 0 after Holm"], rows
+
+
+def oracle_rows(frame: pd.DataFrame, selection: str) -> tuple[list[str], list[list[str]]] | None:
+    """Each BoostLU row minus the full+boostlu oracle: the mean difference, the paired t-test (raw and Holm over the
+    table), and the equivalence test (TOST within ±EQUIVALENCE_MARGIN, Holm over the table): 'reaches the oracle'
+    only when the equivalence holds after Holm."""
+    pairs = against_oracle(frame, f"test_map_{selection}")
+    if not pairs:
+        return None
+    different = stats.holm([p.p_value for p in pairs])
+    equivalent = stats.holm([p.equivalence_p for p in pairs])
+    rows = [[p.method, p.dataset, f"{p.mean:+.2f}" + (f" ± {p.half_width:.2f}" if finite(p.half_width) else ""),
+             p_text(p.p_value), decision(holm_different), p_text(p.equivalence_p), p_text(holm_equivalent),
+             "yes" if decision(holm_equivalent) == "yes" else "no"]
+            for p, holm_different, holm_equivalent in zip(pairs, different, equivalent, strict=True)]
+    margin = f"±{stats.EQUIVALENCE_MARGIN:g}"
+    return ["variant", "dataset", "mean Δ test mAP (variant − full+boostlu) ± 95 % CI", "p (paired t)",
+            "Δ ≠ 0 after Holm", f"p (TOST, {margin})", "p (TOST, Holm)", f"reaches the oracle (within {margin})"], rows
 
 
 def regime_rows(frame: pd.DataFrame, records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:

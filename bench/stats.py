@@ -9,6 +9,12 @@
 - Groups: walk down the variants by mean; the best variant not yet placed opens a group, and every other unplaced
   variant tied with it joins that group. The first group is marked best, the second second; the members of a group
   share the mean of the rank positions they occupy (so the average rank treats ties inside the noise as ties).
+- Paired test: Student's t on the per-seed differences (`paired_p_value`, two-sided). A table that makes several such
+  tests is one family: its p-values are adjusted by Holm's step-down method (`holm`), and both the raw and the
+  adjusted decision at 5 % are shown.
+- Equality: "tied with" or "reaches" is never read off a non-significant difference. Two results are equivalent when
+  a two one-sided tests procedure (TOST) at 5 % puts their mean paired difference within ±EQUIVALENCE_MARGIN mAP
+  points (`equivalence_p_value`), that is when the 90 % interval of the difference lies inside the margin.
 """
 
 from __future__ import annotations
@@ -86,3 +92,57 @@ def tied_ranks(results: Mapping[str, Mapping[int, float]]) -> dict[str, float]:
         ranks.update(dict.fromkeys(group, shared))
         position += len(group)
     return ranks
+
+
+EQUIVALENCE_MARGIN = 0.5
+"""mAP points within which two results are called equivalent (the TOST margin)."""
+ALPHA = 0.05
+
+
+def t_statistic(differences: list[float]) -> float:
+    """mean / (s / sqrt(n)) of `differences` (n >= 2); ±inf when they are all equal and not 0, nan when all 0."""
+    n = len(differences)
+    centre = mean(differences)
+    sd = math.sqrt(sum((d - centre) ** 2 for d in differences) / (n - 1))
+    if sd == 0:
+        return math.nan if centre == 0 else math.copysign(math.inf, centre)
+    return centre / (sd / math.sqrt(n))
+
+
+def paired_p_value(differences: list[float]) -> float:
+    """Two-sided p-value of Student's paired t-test that the mean of `differences` is 0; nan for fewer than 2."""
+    if len(differences) < 2:
+        return math.nan
+    t = t_statistic(differences)
+    if math.isnan(t):
+        return 1.0
+    return float(2 * special.stdtr(len(differences) - 1, -abs(t)))
+
+
+def equivalence_p_value(differences: list[float], margin: float = EQUIVALENCE_MARGIN) -> float:
+    """The p-value of TOST: the larger of the one-sided p-values that the mean difference exceeds -`margin` and
+    that it is below +`margin`; small when the difference lies within the margin. nan for fewer than 2 values."""
+    n = len(differences)
+    if n < 2:
+        return math.nan
+    centre = mean(differences)
+    sd = math.sqrt(sum((d - centre) ** 2 for d in differences) / (n - 1))
+    if sd == 0:
+        return 0.0 if abs(centre) < margin else 1.0
+    error = sd / math.sqrt(n)
+    lower = float(special.stdtr(n - 1, -(centre + margin) / error))  # H0: mean <= -margin
+    upper = float(special.stdtr(n - 1, (centre - margin) / error))  # H0: mean >= +margin
+    return max(lower, upper)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (nan entries are left out of the family and stay
+    nan): the i-th smallest of m is multiplied by m - i + 1, made non-decreasing, and capped at 1."""
+    ordered = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    m = len(ordered)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(ordered):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[index] = running
+    return adjusted

@@ -93,11 +93,20 @@ class PairedDelta:
     positive: int
     seeds: int
     excludes_zero: bool
+    p_value: float
+    equivalence_p: float
+
+
+def paired_delta(method: str, dataset: str, delta: list[float]) -> PairedDelta:
+    """The statistics of one pair's per-seed differences `delta` (`bench.stats`)."""
+    return PairedDelta(method, dataset, stats.mean(delta), stats.half_width(delta), sum(d > 0 for d in delta),
+                       len(delta), stats.excludes_zero(delta), stats.paired_p_value(delta),
+                       stats.equivalence_p_value(delta))
 
 
 def paired_boostlu(frame: pd.DataFrame, column: str) -> list[PairedDelta]:
     """For every method run with and without BoostLU on the same dataset and seeds: the per-seed differences of
-    `column`, their mean and 95 % interval, and on how many seeds they are positive."""
+    `column`, their mean and 95 % interval, on how many seeds they are positive, and their tests."""
     table = cells(frame, column)
     pairs = []
     for (variant, dataset), boosted in sorted(table.items()):
@@ -106,8 +115,25 @@ def paired_boostlu(frame: pd.DataFrame, column: str) -> list[PairedDelta]:
             continue
         delta = stats.paired_differences(boosted.test_map, table[(method, dataset)].test_map)
         if delta:
-            pairs.append(PairedDelta(method, dataset, stats.mean(delta), stats.half_width(delta),
-                                     sum(d > 0 for d in delta), len(delta), stats.excludes_zero(delta)))
+            pairs.append(paired_delta(method, dataset, delta))
+    return pairs
+
+
+BOOSTED_ORACLE = "full+boostlu"
+"""The oracle a BoostLU row is compared with: the same network and head, trained on full labels."""
+
+
+def against_oracle(frame: pd.DataFrame, column: str) -> list[PairedDelta]:
+    """For every partial-label variant with BoostLU in training and inference: its per-seed differences of `column`
+    from the full+boostlu oracle on the same dataset and seeds, with their tests (`method` is the variant)."""
+    table = cells(frame, column)
+    pairs = []
+    for (variant, dataset), row in sorted(table.items()):
+        if not variant.endswith("+boostlu") or is_oracle(variant) or (BOOSTED_ORACLE, dataset) not in table:
+            continue
+        delta = stats.paired_differences(row.test_map, table[(BOOSTED_ORACLE, dataset)].test_map)
+        if len(delta) >= 2:
+            pairs.append(paired_delta(variant, dataset, delta))
     return pairs
 
 

@@ -166,7 +166,8 @@ def test_paired_boostlu_difference_with_interval(records):
     row = next(line for line in pairs.splitlines() if line.startswith("| an "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # differences +1.0, -0.5, +2.0: mean +0.83, sd 1.26, half width 4.302653 * 1.258 / sqrt(3) = 3.13
-    assert cells == ["an", "digits-mosaic", "+0.83 ± 3.13", "2/3", "no"]
+    # t = 0.833 / (1.258 / sqrt 3) = 1.147 on 2 degrees of freedom: p = 0.370; a family of one: Holm leaves it
+    assert cells == ["an", "digits-mosaic", "+0.83 ± 3.13", "2/3", "no", "0.370", "0.370", "no"]
 
 
 def test_paired_boostlu_interval_that_excludes_zero():
@@ -177,7 +178,8 @@ def test_paired_boostlu_interval_that_excludes_zero():
     row = next(line for line in pairs.splitlines() if line.startswith("| an "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # differences 1.9, 2.1, 1.9, 2.1, 1.9: mean +1.98, sd 0.11, half width 2.776445 * 0.1095 / sqrt(5) = 0.14
-    assert cells == ["an", "digits-mosaic", "+1.98 ± 0.14", "5/5", "yes"]
+    assert cells[:5] == ["an", "digits-mosaic", "+1.98 ± 0.14", "5/5", "yes"]
+    assert float(cells[5]) < 0.001 and cells[5] == cells[6] and cells[7] == "yes"
 
 
 def test_ablation_table_when_its_cells_exist(records):
@@ -329,3 +331,21 @@ def test_a_record_of_the_wrong_shape_is_one_line_naming_the_file_and_field(recor
         read_record(path)
     message = str(error.value)
     assert message.startswith(f"corrupt results file {path}: field '{field}") and "\n" not in message
+
+
+def test_a_boostlu_row_reaches_the_oracle_only_by_the_equivalence_test():
+    oracle = [record("full+boostlu", s, 90.0 + s) for s in range(5)]
+    close = [record("an+boostlu", s, 90.0 + s + d) for s, d in enumerate([0.1, -0.1, 0.2, 0.0, 0.1])]
+    # ls+boostlu is 1.5 below on average, so widely spread that no test finds the difference
+    wide = [record("ls+boostlu", s, 90.0 + s + d) for s, d in enumerate([-6.0, 3.0, -5.0, 2.0, -1.5])]
+    board = leaderboard_markdown(oracle + close + wide)
+    table = board.split("### BoostLU rows against the full+boostlu oracle")[1].split("\n\n")[1]
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in table.splitlines()[2:])}
+    # mean 0.06, sd 0.114: half width 2.776445 * 0.114 / sqrt(5) = 0.14
+    assert rows["an+boostlu"][2] == "+0.06 ± 0.14" and rows["an+boostlu"][4] == "no"
+    assert rows["an+boostlu"][-1] == "yes"  # the 90 % interval lies within ±0.5
+    assert rows["ls+boostlu"][4] == "no"     # not different ...
+    assert rows["ls+boostlu"][-1] == "no"    # ... and not the same either
+    # Holm over the table's two equivalence tests doubles the smaller p-value
+    assert float(rows["an+boostlu"][6]) == pytest.approx(min(1.0, 2 * float(rows["an+boostlu"][5])), abs=2e-3)

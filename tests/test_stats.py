@@ -106,3 +106,31 @@ def test_the_interval_factor_is_students_t_quantile_exactly():
 
     assert [t_quantile(n) for n in range(2, 101)] == [float(reference.t.ppf(0.975, n - 1)) for n in range(2, 101)]
     assert t_quantile(5) == pytest.approx(2.776, abs=1e-3)  # the textbook value for 4 degrees of freedom
+
+
+def test_holm_adjusts_a_hand_worked_family():
+    # p sorted 0.01, 0.02, 0.03, 0.04 of m = 4: 0.04, 0.06, 0.06 (made non-decreasing), 0.06
+    adjusted = stats.holm([0.03, 0.01, 0.04, 0.02])
+    assert adjusted == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert [p < 0.05 for p in adjusted] == [False, True, False, False]  # raw: all four below 0.05
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    nan_kept = stats.holm([0.01, math.nan, 0.04])
+    assert nan_kept[0] == pytest.approx(0.02) and math.isnan(nan_kept[1]) and nan_kept[2] == pytest.approx(0.04)
+
+
+def test_the_paired_t_test_on_hand_worked_numbers():
+    # differences 1, 2, 3: mean 2, s 1, t = 2 / (1 / sqrt 3) = 3.4641 with 2 degrees of freedom: p = 0.0742
+    assert stats.paired_p_value([1.0, 2.0, 3.0]) == pytest.approx(0.07418, abs=1e-4)
+    assert stats.paired_p_value([0.4] * 5) == 0.0 and stats.paired_p_value([0.0] * 3) == 1.0
+    assert math.isnan(stats.paired_p_value([1.0]))
+
+
+def test_the_equivalence_test_on_hand_worked_numbers():
+    # differences 0.1, -0.1, 0.2, 0.0: mean 0.05, s 0.12910, se 0.06455; with 3 degrees of freedom the
+    # one-sided p-values are P(T < -(0.55)/0.06455) and P(T < (0.05 - 0.5)/0.06455), the larger 0.003
+    assert stats.equivalence_p_value([0.1, -0.1, 0.2, 0.0]) == pytest.approx(0.00302, abs=1e-4)
+    # a non-significant but wide difference is NOT equivalent: 1, -1, 2, -2 has p = 1 for a difference...
+    wide = [1.0, -1.0, 2.0, -2.0]
+    assert stats.paired_p_value(wide) == pytest.approx(1.0) and stats.equivalence_p_value(wide) > 0.05
+    assert stats.equivalence_p_value([0.3] * 4) == 0.0 and stats.equivalence_p_value([0.6] * 4) == 1.0
+    assert stats.equivalence_p_value([0.4, 0.6, 0.5], margin=1.0) < 0.05
