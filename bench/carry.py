@@ -124,12 +124,13 @@ def retrain(spec_fields: dict[str, Any], stored_version: str, stored_key: str, t
     JSON gives it back} or {'mismatch': why this machine cannot re-train the cell} (runs in a worker process)."""
     import torch
 
-    from bench.ledger import Ledger
+    from bench.identity import run_identity
+    from bench.ledger import NO_CARRY
     from bench.runner import train_record
 
     torch.set_num_threads(threads)
     spec = RunSpec.from_dict(spec_fields)
-    identity = {**spec.identity(Path(data_cache), Ledger()), "code_version": stored_version}
+    identity = {**run_identity(spec, Path(data_cache), NO_CARRY), "code_version": stored_version}
     key = spec.key(identity)
     if key != stored_key:
         return {"mismatch": f"this machine keys it {key}: its data, torch version or numerics differ from the "

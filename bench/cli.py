@@ -259,8 +259,10 @@ def show_plan(args: argparse.Namespace, grid, cells, workspace: Workspace) -> No
     from bench.records import record_path
 
     cli = set(parse_assignments(args.set))
+    from bench.identity import run_key
+
     ledger = workspace.ledger()
-    keys = [spec.run_key(workspace.data_cache, ledger) for spec, _ in cells]
+    keys = [run_key(spec, workspace.data_cache, ledger) for spec, _ in cells]
     statuses = ["recorded" if record_path(workspace.results, key).exists() else "to train" for key in keys]
     print_plan(cells, statuses, cli=cli, grid_file=set(grid.overrides) - cli)
 

@@ -35,6 +35,7 @@ from bench import checkpoints
 from bench.arguments import head_address
 from bench.claims import ClaimStore
 from bench.errors import UserError, first_line
+from bench.identity import run_identity
 from bench.ledger import NO_CARRY, Ledger
 from bench.records import write_record
 from bench.runner import Outcome, base_record, claim_or_skip, outcome_line, release_quietly, train_record
@@ -127,7 +128,7 @@ def train_cell(spec_fields: dict[str, Any], source: dict[str, Any], expected_key
     torch.set_num_threads(options.threads)
     spec = RunSpec.from_dict(spec_fields)
     data_cache, checkpoint_dir = Path(options.worker_cache) / "data", Path(options.worker_cache) / "checkpoints"
-    identity = spec.identity(data_cache, options.ledger)
+    identity = run_identity(spec, data_cache, options.ledger)
     key = spec.key(identity)
     if key != expected_key:
         return {"mismatch": f"node {socket.gethostname()} keys this cell {key}, the driver {expected_key}: its "
@@ -146,7 +147,7 @@ def train_cell(spec_fields: dict[str, Any], source: dict[str, Any], expected_key
 
 def driver_key(spec: RunSpec, workspace: Workspace, probed: dict[str, Any]) -> str:
     """The run key `spec` gets on a worker with the `probed` numerics (the driver may have no GPU)."""
-    identity = dataclasses.replace(spec, device="cpu").identity(workspace.data_cache, workspace.ledger())
+    identity = run_identity(dataclasses.replace(spec, device="cpu"), workspace.data_cache, workspace.ledger())
     return spec.key({**identity, **probed})
 
 

@@ -35,6 +35,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from bench import checkpoints, stats  # noqa: E402
 from bench.errors import UserError  # noqa: E402
 from bench.frame import file_slug, recipes_present  # noqa: E402
+from bench.identity import run_key  # noqa: E402
 from bench.ledger import ledger_path  # noqa: E402
 from bench.model import boostlu, build_model  # noqa: E402
 from bench.papers import papers  # noqa: E402
@@ -169,7 +170,7 @@ def train_missing_weights(records: list[dict[str, Any]], dataset: str, workspace
             continue
         spec = RunSpec.from_dict(record["spec"])
         torch.set_num_threads(record.get("numerics", {}).get("threads") or torch.get_num_threads())
-        key = spec.run_key(workspace.data_cache, workspace.ledger())
+        key = run_key(spec, workspace.data_cache, workspace.ledger())
         if key != record["run_key"]:
             print(f"figures: cannot train {spec.variant} seed {spec.seed} on {dataset} again here: this code, data "
                   f"or numerics give the run key {key}, not the record's {record['run_key']}")

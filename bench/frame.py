@@ -48,10 +48,18 @@ def provenance_text(source: dict[str, Any]) -> str:
         study = (f"; its grid study {source['study']} ({source.get('n_trials', '?')} trials)" if "study" in source
                  else "")
         text = f"paper: {source.get('source', '?')}; selection: {source.get('rule', 'clean')}{study}"
+        if source.get("extrapolation"):
+            text += f"; EXTRAPOLATED: {source['extrapolation']}"
     else:
         text = "defaults" if kind == "defaults" else "set by hand"
     changed = source.get("overrides") or {}
     return text + ("; overridden: " + ", ".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
+
+
+def pairing_text(spec: dict[str, Any], source: dict[str, Any]) -> str:
+    """What a paired Δ with and without BoostLU must share besides the seed: the batch size, the head's learning-rate
+    multiplier and the epoch-selection rule."""
+    return f"batch {spec.get('batch_size')}, head x{spec.get('head_lr_mult')}, rule {source.get('rule', 'clean')}"
 
 
 def current_code_version(method: str, dataset: str, numerics: dict[str, Any], ledger: Ledger) -> str | None:
@@ -93,6 +101,7 @@ def records_frame(records: list[dict[str, Any]], ledger: Ledger = NO_CARRY) -> p
             "protocol": spec["protocol"], "label_seed": spec["label_seed"], "backbone": spec["backbone"],
             "training": LINEAR if spec.get("freeze_backbone") else END_TO_END,
             "epochs": spec["epochs"], "numerics": describe(record.get("numerics", {})),
+            "pairing": pairing_text(spec, source),
             "recipe": spec.get("recipe", "defaults"), "paper": source.get("paper"), "hparam_source": source,
             **{f"test_map_{name}": selection_value(record, name) for name in [*SELECTIONS, "paper"]},
             "train_seconds": record.get("train_seconds"), "peak_memory_mb": record.get("peak_memory_mb"),

@@ -47,7 +47,8 @@ def print_plan(cells: list[tuple[RunSpec, dict[str, Any]]], statuses: list[str],
                grid_file: set[str]) -> None:
     """Print the plan of `cells` (each with its status, e.g. 'to train' or 'recorded')."""
     for (spec, source), status in zip(cells, statuses, strict=True):
-        print(plan_line(spec, value_origins(spec, source, cli=cli, grid_file=grid_file), status))
+        print(plan_line(spec, value_origins(spec, source, cli=cli, grid_file=grid_file), status)
+              + (f" (extrapolated: {source['extrapolation']})" if source.get("extrapolation") else ""))
     counts = Counter(status.split(":")[0] for status in statuses)
     print(f"plan: {len(cells)} cell(s): " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
           + "; nothing was trained")

@@ -4,9 +4,11 @@ recipe; the recipe is part of its RunSpec (so of its run key and record) and nam
 - `tuned`: the best values of the variant's equal-budget study (`pamlbench tune`, saved in results/tuned/).
 - `paper`: the recipe of the variant's own paper on that dataset, as data in bench/papers.toml [recipes]: fixed
   training settings and method hyperparameters, the epoch-selection rule its code reports, and, where the paper
-  published only a search (Cole et al.'s batch size x learning rate), that search as a grid study whose best setting
-  by clean validation mAP is the recipe (`pamlbench tune --recipe paper`). A variant with BoostLU takes the BoostLU
-  paper's settings, with the method hyperparameters of the method's own paper.
+  published only a search (Cole et al.'s batch size x learning rate, Large Loss Matters' delta_rel), that search as
+  a grid study whose best setting by clean validation mAP is the recipe (`pamlbench tune --recipe paper`). A variant
+  with BoostLU takes the BoostLU paper's settings (its delta_rel for the LL methods it runs), with the method
+  hyperparameters of the method's own paper; for a method BoostLU's code does not run, the recipe is marked an
+  extrapolation.
 - `defaults`: the dataset's defaults (its plugin's trainer settings) and each method's declared (per-dataset)
   defaults.
 
@@ -44,11 +46,13 @@ class PaperRecipe:
     rule: str
     settings: dict[str, Any] = field(default_factory=dict)
     search: dict[str, list[Any]] = field(default_factory=dict)
+    extrapolation: str | None = None
 
     def source_record(self) -> dict[str, Any]:
-        """The hyperparameter source a record of this recipe keeps (`values`: what the recipe set)."""
+        """The hyperparameter source a record of this recipe keeps (`values`: what the recipe set; `extrapolation`:
+        why the recipe is applied beyond what its paper's code runs, when it is)."""
         return {"kind": "paper", "paper": self.paper, "source": self.source, "rule": self.rule,
-                "values": dict(self.settings)}
+                "values": dict(self.settings), **({"extrapolation": self.extrapolation} if self.extrapolation else {})}
 
 
 def recipe_papers() -> dict[str, dict[str, Any]]:
@@ -57,9 +61,10 @@ def recipe_papers() -> dict[str, dict[str, Any]]:
 
 
 def own_paper(method: str, dataset: str) -> tuple[str, dict[str, Any]] | None:
-    """(key, table) of the paper whose recipe covers `method` on `dataset`, None if no paper ran it there."""
+    """(key, table) of the paper whose recipe covers `method` on `dataset` (BoostLU's aside), None if no paper ran
+    it there."""
     for key, table in recipe_papers().items():
-        if method in table.get("methods", ()) and dataset in table["datasets"]:
+        if not table.get("boostlu") and method in table.get("methods", ()) and dataset in table["datasets"]:
             return key, table
     return None
 
@@ -83,8 +88,14 @@ def paper_recipe(dataset: str, variant: str) -> PaperRecipe:
     settings = {**table.get("settings", {}), **table.get("per_dataset", {}).get(dataset, {})}
     if own is not None:
         settings.update(own[1].get("method_settings", {}).get(method, {}))
+    extrapolation = None
+    if table.get("boostlu"):
+        settings.update(table.get("method_settings", {}).get(method, {}))
+        if method not in table.get("methods", ()):
+            extrapolation = (f"BoostLU's code runs {', '.join(table['methods'])} only: its settings applied to "
+                             f"{method} are an extrapolation")
     return PaperRecipe(paper=key, source=table["source"], rule=table["rule"], settings=settings,
-                       search=dict(table.get("search", {})))
+                       search=dict(table.get("search", {})), extrapolation=extrapolation)
 
 
 def check_recipes(names: list[str], origin: str) -> list[str]:

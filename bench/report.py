@@ -177,8 +177,12 @@ def recipe_lines(frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[str
         for selection, title in selections_of(recipe).items():
             lines += [f"#### {title}", "", markdown_table(*main_rows(runs, "md", selection)), ""]
             if selection == "paper":
+                reruns = papers()["reruns"]
+                quoted = "; ".join(f"{variant} " + ", ".join(f"{d} {v:.2f}" for d, v in values.items())
+                                   for variant, values in reruns["values"].items())
                 lines += [f"Published numbers: {main['source']} ({main['note']}). Δ = ours − paper only for rows run, "
-                          "without overrides, by the recipe of the paper whose number is quoted.", ""]
+                          "without overrides, by the recipe of the paper whose number is quoted.", "",
+                          f"Also published, for the same LL methods: {reruns['source']}: {quoted}.", ""]
         groups = group_rows(runs, records)
         if groups:
             lines += ["#### mAP by annotation frequency (clean selection; group 1 = the classes with the fewest "

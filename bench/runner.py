@@ -22,6 +22,7 @@ from typing import Any
 
 from bench import checkpoints, registry
 from bench.claims import ClaimStore
+from bench.identity import run_identity, run_key
 from bench.numerics import cpu_model
 from bench.records import RECORD_FORMAT, read_record, record_path, write_record
 from bench.spec import RunSpec
@@ -69,7 +70,7 @@ def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None =
              on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Outcome:
     """Train `spec` unless it is recorded or another worker has it; see the module docstring. With a `tracker`,
     the run is also logged to MLflow; `on_epoch(epoch, point)` is called after every epoch it trains."""
-    identity = spec.identity(workspace.data_cache, workspace.ledger())
+    identity = run_identity(spec, workspace.data_cache, workspace.ledger())
     key = spec.key(identity)
     claims = claims or ClaimStore(workspace.claims_url())
     resume = checkpoints.resume_file(workspace.checkpoints, key)
@@ -156,7 +157,7 @@ def remove_failed(specs: list[RunSpec], workspace: Workspace, claims: ClaimStore
     """Delete the failed records (and claims) of `specs` so that they are trained again; returns how many."""
     removed = 0
     for spec in specs:
-        key = spec.run_key(workspace.data_cache, workspace.ledger())
+        key = run_key(spec, workspace.data_cache, workspace.ledger())
         path = record_path(workspace.results, key)
         failed_here = path.exists() and read_record(path)["status"] != "done"
         failed_elsewhere = (claims.done_record(key) or {}).get("status") == "failed"
@@ -229,7 +230,7 @@ def run_grid(cells: list[tuple[RunSpec, dict[str, Any]]], workspace: Workspace, 
             return counts
         pending, ledger = [], workspace.ledger()
         for spec, source in cells:
-            path = record_path(workspace.results, spec.run_key(workspace.data_cache, ledger))
+            path = record_path(workspace.results, run_key(spec, workspace.data_cache, ledger))
             if path.exists():
                 finished(spec, Outcome("recorded", read_record(path)))
             else:

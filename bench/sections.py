@@ -179,6 +179,12 @@ def group_rows(frame: pd.DataFrame, records: list[dict[str, Any]]) -> tuple[list
                      " / ".join(f"{v:.2f}" for v in paper) if paper else "–"])
     if not rows:
         return None
+    datasets = sorted({row[1].split(" (")[0] for row in rows})
+    for name, values in papers()["groups"].get("context", {}).items():
+        for dataset in datasets:
+            if dataset in values:
+                rows.append([f"{name} (published only)", dataset, "–", *["–"] * (width + 1),
+                             " / ".join(f"{v:.2f}" for v in values[dataset])])
     return (["variant", "dataset", "seeds", *(f"group {g}" for g in range(1, width + 1)), "all classes",
              "paper (groups 1-5 / all)"], rows)
 

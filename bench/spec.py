@@ -1,12 +1,10 @@
 """RunSpec: the single, frozen description of one training run, and its run key.
 
-The run key (`RunSpec.run_key`) is a hash of everything that changes the result: every field except `data_dir` (a
-location, not content), plus the run's identity (`RunSpec.identity`): the dataset's content fingerprint, the code
-version (`bench.versions.code_version`, as the results folder's carry-over ledger resolves it: `bench.ledger`), the
-torch version, the numerics descriptor (`bench.numerics`: instruction set and thread count on CPU, GPU model on
-CUDA) and, for backbone weights given as a file, the file's SHA-256 (a file replaced at the same path is another
-run). Same spec, code and numerics give the same key; any change gives a different key. A finished run is found by
-its key and never trained twice.
+The run key is a hash of everything that changes the result: every field except `data_dir` (a location, not
+content), plus the run's identity (`RunSpec.identity`): the dataset's content fingerprint, the code version
+(`bench.versions.code_version`), the torch version and the numerics descriptor (`bench.numerics`: instruction set and
+thread count on CPU, GPU model on CUDA). Same spec, code and numerics give the same key; any change gives a different
+key. A finished run is found by its key and never trained twice.
 
 Hyperparameters: the trainer's are declared once, in TRAINING_HPARAMS, and their per-dataset defaults live in the
 dataset plugin (`Dataset.defaults`); a method's are declared in its plugin, with per-dataset defaults next to them
@@ -19,14 +17,12 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from bench import registry
-from bench.errors import UserError, quoted
+from bench.errors import UserError
 from bench.hparams import Hyperparam, resolve
-from bench.ledger import Ledger
 from bench.numerics import numerics
 from bench.observation import COLE_SEED, parse_protocol
 from bench.versions import code_version
@@ -124,54 +120,21 @@ class RunSpec:
         fields["hparams"] = tuple(sorted(fields.get("hparams", {}).items()))
         return cls(**fields)
 
-    def identity(self, data_cache: Path, ledger: Ledger) -> dict[str, Any]:
-        """What besides the spec decides the result: the code version (resolved by `ledger`, the carry-over ledger
-        of the results folder), the data fingerprint (datasets are built in `data_cache`), torch's version, the
-        numerics and, for weights given as a file, its SHA-256 ('weights_sha256')."""
+    def identity(self, data_cache: Path) -> dict[str, Any]:
+        """What besides the spec decides the result: code version, data fingerprint, torch version, numerics."""
         import torch
 
         method = registry.method_class(self.method)
         dataset = registry.dataset_class(self.dataset)
-        descriptor = numerics(self.device)
-        identity = {"code_version": ledger.resolve(code_version(method, dataset), descriptor),
-                    "data_fingerprint": dataset().fingerprint(Path(self.data_dir) if self.data_dir else None,
-                                                              data_cache),
-                    "torch": torch.__version__.split("+")[0], "numerics": descriptor}
-        if self.weights not in BUILT_IN_WEIGHTS:
-            identity["weights_sha256"] = file_sha256(Path(self.weights))
-        return identity
+        return {"code_version": code_version(method, dataset),
+                "data_fingerprint": dataset().fingerprint(Path(self.data_dir) if self.data_dir else None, data_cache),
+                "torch": torch.__version__.split("+")[0], "numerics": numerics(self.device)}
 
     def key(self, identity: dict[str, Any]) -> str:
         """The run key (16 hex digits) of this spec with `identity` (see `identity`)."""
         fields = {k: v for k, v in self.to_dict().items() if k != "data_dir"}
         blob = json.dumps({**fields, **identity}, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-    def run_key(self, data_cache: Path, ledger: Ledger) -> str:
-        """The run key: `key` of `identity(data_cache, ledger)`."""
-        return self.key(self.identity(data_cache, ledger))
-
-
-BUILT_IN_WEIGHTS = (None, "none", "imagenet")
-"""`RunSpec.weights` values that name no file (torchvision's file names carry their own hash)."""
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of the file at `path` (computed once per size and modification time); UserError when missing."""
-    try:
-        status = path.stat()
-    except OSError:
-        raise UserError(f"weights file {quoted(path)} does not exist (give 'imagenet', 'none' or a file)") from None
-    return _sha256(str(path.resolve()), status.st_size, status.st_mtime_ns)
-
-
-@cache
-def _sha256(path: str, size: int, modified_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_variant(variant: str) -> tuple[str, bool, bool]:

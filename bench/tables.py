@@ -105,13 +105,18 @@ def paired_delta(method: str, dataset: str, delta: list[float]) -> PairedDelta:
 
 
 def paired_boostlu(frame: pd.DataFrame, column: str) -> list[PairedDelta]:
-    """For every method run with and without BoostLU on the same dataset and seeds: the per-seed differences of
+    """For every method run with and without BoostLU on the same dataset and seeds, with the same batch size, head
+    learning rate and selection rule (`bench.frame.pairing_text`; under the `paper` recipe BoostLU's settings may
+    differ from the method's own, and such a difference is not BoostLU's effect): the per-seed differences of
     `column`, their mean and 95 % interval, on how many seeds they are positive, and their tests."""
     table = cells(frame, column)
+    pairings = frame.groupby(["variant", "dataset"]).pairing.agg(lambda values: tuple(sorted(set(values))))
     pairs = []
     for (variant, dataset), boosted in sorted(table.items()):
         method = variant[: -len("+boostlu")] if variant.endswith("+boostlu") else None
         if method is None or (method, dataset) not in table:
+            continue
+        if pairings[(variant, dataset)] != pairings[(method, dataset)]:
             continue
         delta = stats.paired_differences(boosted.test_map, table[(method, dataset)].test_map)
         if delta:

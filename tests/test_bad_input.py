@@ -11,7 +11,6 @@ import pytest
 from fixtures import PROJECT_GRID
 
 from bench.cli import main
-from bench.ledger import Ledger
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -208,7 +207,7 @@ def test_checkpoint_from_another_model(project, cache_root, capsys):
     spec = make_spec("digits-mosaic", "wan", 0, overrides={"epochs": 1})
     checkpoints = cache_root / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    partial = checkpoints / f"{spec.key(spec.identity(cache_root / 'data', Ledger()))}.partial.pt"
+    partial = checkpoints / f"{spec.key(spec.identity(cache_root / 'data'))}.partial.pt"
     torch.save({"epoch": 0, "run_key_fields": spec.to_dict(), "model": {"layer.weight": torch.zeros(3)}}, partial)
     try:
         err = run_case(["run", "--method", "wan", "--set", "epochs=1", "--device", "cpu"], str(cache_root), capsys)

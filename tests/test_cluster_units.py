@@ -9,7 +9,6 @@ import pytest
 
 from bench.claims import ClaimStore
 from bench.cluster import EMBEDDED_GPU_SHARE, TaskOptions, settle, train_cell
-from bench.ledger import Ledger
 from bench.records import read_records
 from bench.spec import make_spec
 
@@ -49,7 +48,7 @@ def test_a_returned_record_is_committed_with_its_weights(workspace, tmp_path):
     from bench.runner import train_record
 
     spec = make_spec("digits-mosaic", "an", 0, overrides={"epochs": 1})
-    identity = spec.identity(workspace.data_cache, Ledger())
+    identity = spec.identity(workspace.data_cache)
     key = spec.key(identity)
     record = train_record(spec, key, identity, {"kind": "defaults"}, data_cache=workspace.data_cache,
                           checkpoint_dir=tmp_path / "worker-checkpoints", progress=False)

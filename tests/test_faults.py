@@ -18,7 +18,6 @@ from PIL import Image
 
 from bench.claims import ClaimStore
 from bench.errors import UserError
-from bench.ledger import Ledger
 from bench.preparation import decode_all
 from bench.records import atomic_text, read_records
 from bench.spec import make_spec
@@ -75,7 +74,7 @@ def test_a_run_on_a_full_disk_fails_with_one_line_and_releases_its_claim(tiny_di
     assert not list((tmp_path / "results").glob("*.json"))
     claims = ClaimStore(f"sqlite:///{tmp_path / 'results' / '.claims.sqlite'}")
     key = make_spec(mini_mosaic, "an", 0, overrides={"epochs": 1}).key(
-        make_spec(mini_mosaic, "an", 0, overrides={"epochs": 1}).identity(cache_root / "data", Ledger()))
+        make_spec(mini_mosaic, "an", 0, overrides={"epochs": 1}).identity(cache_root / "data"))
     assert claims.claim(key)  # free again: the failed run gave its claim back
 
 

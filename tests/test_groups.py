@@ -76,3 +76,28 @@ def test_an_openimages_run_records_its_classes_groups(tmp_path, monkeypatch):
     # training annotations per class in the fixture's train rows: cat fewest, then dog, then car
     assert run["class_groups"] == {"cat": 1, "dog": 2, "car": 3}
     assert "#### mAP by annotation frequency" in leaderboard_markdown([run])
+
+
+def test_the_published_openimages_groups_and_their_context_are_shown_beside_ours():
+    from bench.frame import records_frame
+    from bench.papers import papers
+    from bench.sections import group_rows
+
+    published = papers()["groups"]["values"]
+    assert published["ll-r+boostlu"]["openimages"] == [79.28, 80.81, 83.32, 85.63, 90.27, 83.86]
+    assert all(len(values["openimages"]) == 6 for values in published.values())
+    runs = []
+    for seed in range(2):
+        entry = record("ll-r", seed, 40.0)
+        entry["class_groups"] = {str(d): 1 + d % 5 for d in range(10)}
+        runs.append(entry)
+    _, rows = group_rows(records_frame(runs), runs)
+    assert rows[0][-1] == "–" and len(rows) == 1  # a mosaic: nothing published, no context
+    on_openimages = [{**entry, "spec": {**entry["spec"], "dataset": "openimages"}} for entry in runs]
+    _, rows = group_rows(records_frame(on_openimages), on_openimages)
+    assert rows[0][:3] == ["ll-r", "openimages", "2"]
+    assert rows[0][-1] == "77.76 / 79.07 / 81.94 / 84.51 / 89.36 / 82.53"
+    context = [row for row in rows if row[0] == "P-ASL (published only)"]
+    assert context == [["P-ASL (published only)", "openimages", "–", *["–"] * 6,
+                        "73.19 / 78.61 / 85.11 / 87.70 / 90.61 / 83.03"]]
+    assert len(rows) == 5  # ours and the table's four methods pamlbench does not run

@@ -37,18 +37,56 @@ def plan_lines(capsys, *arguments: str) -> tuple[dict[str, str], str]:
 def test_voc_runs_each_papers_recipe_by_default(voc, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     lines, err = plan_lines(capsys, "--dataset", "voc", "--data", str(voc), "--variants", "ll-r", "em",
-                            "ll-cp+boostlu", "an", "--cache", str(tmp_path / "cache"))
-    ll = lines["ll-r"]
-    assert "recipe=paper" in ll
-    for value in ("batch_size=16 (paper ll)", "lr=1e-05 (paper ll)", "head_lr_mult=10.0 (paper ll)",
-                  "epochs=10 (paper ll)", "delta_rel=0.005 (paper ll)", "backbone=resnet50 (default)"):
-        assert value in ll
-    assert "batch_size=8 (paper zhou)" in lines["em"] and "head_lr_mult=1.0 (paper zhou)" in lines["em"]
+                            "ll-cp+boostlu", "an", "an+boostlu", "--cache", str(tmp_path / "cache"))
+    em = lines["em"]
+    assert "recipe=paper" in em
+    for value in ("batch_size=8 (paper zhou)", "lr=1e-05 (paper zhou)", "head_lr_mult=1.0 (paper zhou)",
+                  "epochs=10 (paper zhou)", "backbone=resnet50 (default)"):
+        assert value in em
     boosted = lines["ll-cp+boostlu"]
     assert "boost_alpha=5.0 (paper boostlu)" in boosted and "head_lr_mult=10.0 (paper boostlu)" in boosted
-    assert "delta_rel=0.001 (paper boostlu)" in boosted          # LL-Cp's own delta, under BoostLU's settings
-    assert "an" not in lines                                      # Cole et al.'s search has not run yet
+    assert "delta_rel=0.001 (paper boostlu)" in boosted          # BoostLU's delta for LL-Cp
+    assert "extrapolated" not in boosted
+    assert "(extrapolated: BoostLU's code runs ll-r, ll-ct, ll-cp only" in lines["an+boostlu"]
+    assert "an" not in lines and "ll-r" not in lines             # Cole et al.'s and LL's searches have not run yet
     assert "the cole grid study of an on voc has not run (run `pamlbench tune --recipe paper`)" in err
+    assert "the ll grid study of ll-r on voc has not run (run `pamlbench tune --recipe paper`)" in err
+
+
+def test_ll_s_delta_rel_is_a_grid_study_and_boostlu_keeps_its_own_values():
+    own = paper_recipe("coco", "ll-ct")
+    assert own.search == {"delta_rel": [0.001, 0.002, 0.003, 0.004, 0.005]} and "delta_rel" not in own.settings
+    assert (own.settings["batch_size"], own.settings["lr"], own.settings["head_lr_mult"], own.rule) == (16, 1e-5,
+                                                                                                         10.0, "ll")
+    for variant, delta in (("ll-r+boostlu", 0.005), ("ll-ct+boostlu", 0.002), ("ll-cp+boostlu", 0.001)):
+        boosted = paper_recipe("coco", variant)
+        assert boosted.settings["delta_rel"] == delta and boosted.search == {} and boosted.rule == "clean"
+
+
+def test_asl_has_no_paper_recipe_and_its_published_number_no_recipe():
+    with pytest.raises(UserError, match="no paper recipe for asl on voc: no source paper published asl there"):
+        paper_recipe("voc", "asl")
+    assert "asl" in papers()["main"]["values"] and "asl" not in papers()["main"]["recipes"]
+
+
+def test_boostlu_applied_to_another_method_is_marked_an_extrapolation():
+    recipe = paper_recipe("voc", "em+boostlu")
+    assert recipe.paper == "boostlu" and recipe.extrapolation.startswith("BoostLU's code runs ll-r, ll-ct, ll-cp only")
+    assert recipe.source_record()["extrapolation"] == recipe.extrapolation
+    assert "extrapolation" not in paper_recipe("voc", "ll-r+boostlu-infer").source_record()
+
+
+def test_every_recipe_names_the_repository_files_it_came_from():
+    repositories = {"cole": "elijahcole/single-positive-multi-label", "zhou": "Correr-Zhou/SPML-AckTheUnknown",
+                    "ll": "snucml/LargeLossMatters", "boostlu": "youngwk/BridgeGapExplanationPAMC"}
+    recipes = papers()["recipes"]
+    assert set(recipes) == set(repositories)
+    for key, table in recipes.items():
+        assert table["code"], key
+        for path in table["code"]:
+            assert re.fullmatch(rf"{re.escape(repositories[key])}/[\w./-]+\.(py|md)", path), path
+            assert path.split("/")[-1] in table["source"], (key, path)  # the source text names the same file
+        assert repositories[key].split("/")[1] in table["source"]
 
 
 def test_another_recipe_on_voc_and_the_recipes_of_a_grid_file(voc, tmp_path, monkeypatch, capsys):
@@ -57,7 +95,7 @@ def test_another_recipe_on_voc_and_the_recipes_of_a_grid_file(voc, tmp_path, mon
     lines, _ = plan_lines(capsys, *common, "--recipe", "defaults")
     assert "recipe=defaults" in lines["ll-r"] and "batch_size=8 (default)" in lines["ll-r"]
     assert "weights imagenet" in lines["ll-r"]                  # the real datasets' default weights
-    lines, _ = plan_lines(capsys, *common, "--weights", "none")
+    lines, _ = plan_lines(capsys, *common, "--recipe", "defaults", "--weights", "none")
     assert "weights none" in lines["ll-r"]
     Path("grid.toml").write_text('datasets = ["voc"]\nvariants = ["ll-r"]\nseeds = [0]\nrecipes = ["defaults"]\n')
     lines, _ = plan_lines(capsys, *common, "--config", "grid.toml")
@@ -82,7 +120,7 @@ def test_every_boostlu_variant_runs_the_boostlu_paper_s_recipe_and_only_on_its_d
     for variant in ("ll-r+boostlu", "ll-r+boostlu-train", "ll-r+boostlu-infer"):
         recipe = paper_recipe("voc", variant)
         assert (recipe.paper, recipe.settings["boost_alpha"], recipe.settings["lr"]) == ("boostlu", 5.0, 1e-5)
-        assert recipe.settings["delta_rel"] == paper_recipe("voc", "ll-r").settings["delta_rel"]  # LL's own value
+        assert recipe.settings["delta_rel"] == 0.005 and recipe.extrapolation is None  # BoostLU's own value
         with pytest.raises(UserError, match=f"^no paper recipe for {re.escape(variant)} on openimages: the BoostLU "
                                             "paper covers voc, coco, nuswide, cub; use --recipe defaults or tuned$"):
             paper_recipe("openimages", variant)
@@ -122,9 +160,9 @@ def test_cole_grid_study_tries_every_setting_once_and_its_best_is_the_recipe(voc
                                "--no-tracking", "--jobs", "1", "--threads", "1", "--cache", str(tmp_path / "cache"),
                                *SMALL], cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
-    tuned = cli("tune", "--recipe", "paper", "--variants", "an", "ll-r")
+    tuned = cli("tune", "--recipe", "paper", "--variants", "an", "em")
     assert tuned.returncode == 0, tuned.stderr
-    assert "ll-r on voc: ll published its values; nothing to search" in tuned.stdout
+    assert "em on voc: zhou published its values; nothing to search" in tuned.stdout
     summary = json.loads(next((tmp_path / "results" / "tuned").glob("*an_small-cnn_1ep_paper.json")).read_text())
     assert summary["n_trials"] == 8 and summary["pruned"] == 0 and summary["budget"]["sampler"] == "grid"
     tried = {(line.split("batch_size=")[1].split(",")[0], line.split("lr=")[1]) for line in tuned.stdout.splitlines()

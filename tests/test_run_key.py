@@ -22,16 +22,17 @@ from hypothesis import strategies as st
 from bench import registry
 from bench.cli import main
 from bench.errors import UserError
-from bench.ledger import Ledger
+from bench.identity import file_sha256, run_identity, run_key
+from bench.ledger import NO_CARRY, Ledger, LedgerEntry
 from bench.runner import base_record
-from bench.spec import RunSpec, file_sha256, make_spec
+from bench.spec import RunSpec, make_spec
 from bench.versions import BENCH_DIR, NOT_RESULT_AFFECTING, code_version, harness_version
 
 LOCATION_FIELDS = {"data_dir"}
 """RunSpec fields that say where the data is, not what it is (its content is the data fingerprint)."""
 
-TRAINER_DEPENDENCIES_NOT_HASHED = {"__init__.py", "checkpoints.py", "errors.py", "ledger.py", "numerics.py",
-                                   "records.py", "registry.py", "versions.py"}
+TRAINER_DEPENDENCIES_NOT_HASHED = {"__init__.py", "checkpoints.py", "errors.py", "numerics.py", "records.py",
+                                   "registry.py", "versions.py"}
 """Modules the trainer imports, directly or not, that are reviewed as unable to change a run's numbers (each has its
 reason in `bench.versions.NOT_RESULT_AFFECTING`)."""
 
@@ -104,7 +105,7 @@ def test_a_spec_comes_back_from_its_record_form():
 
 
 def test_the_real_identity_has_every_part(cache_root):
-    identity = BASE.identity(cache_root, Ledger())
+    identity = BASE.identity(cache_root)
     assert set(identity) == set(IDENTITY)
     assert identity["numerics"]["device"] == "cpu" and identity["numerics"]["threads"] >= 1
     assert re.fullmatch("[0-9a-f]{12}", identity["code_version"])
@@ -112,36 +113,48 @@ def test_the_real_identity_has_every_part(cache_root):
 
 
 def test_the_code_version_hashes_both_plugin_files(mini_mosaic, cache_root):
-    code = BASE.identity(cache_root, Ledger())["code_version"]
+    code = BASE.identity(cache_root)["code_version"]
     assert code == code_version(registry.method_class("an"), registry.dataset_class("digits-mosaic"))
-    role, mini = make_spec("digits-mosaic", "role", 0), make_spec(mini_mosaic, "an", 0)
-    assert role.identity(cache_root, Ledger())["code_version"] != code  # methods/role.py
-    assert mini.identity(cache_root, Ledger())["code_version"] != code  # the test plugin's file
+    assert make_spec("digits-mosaic", "role", 0).identity(cache_root)["code_version"] != code  # methods/role.py
+    assert make_spec(mini_mosaic, "an", 0).identity(cache_root)["code_version"] != code  # the test plugin's file
 
 
 def test_the_numerics_are_those_of_the_spec_s_device(monkeypatch, cache_root):
     import bench.spec
 
     monkeypatch.setattr(bench.spec, "numerics", lambda device: {"device": device})
-    assert dataclasses.replace(BASE, device="cuda").identity(cache_root, Ledger())["numerics"] == {"device": "cuda"}
+    assert dataclasses.replace(BASE, device="cuda").identity(cache_root)["numerics"] == {"device": "cuda"}
 
 
 def test_a_weights_file_enters_the_key_by_its_content(tmp_path, cache_root):
     weights = tmp_path / "backbone.pth"
     weights.write_bytes(b"first weights")
     spec = dataclasses.replace(BASE, weights=str(weights))
-    first = spec.identity(cache_root, Ledger())
-    assert first["weights_sha256"] == hashlib.sha256(b"first weights").hexdigest()
-    assert spec.identity(cache_root, Ledger()) == first                   # the same file: the same identity
+    first = run_identity(spec, cache_root, NO_CARRY)
+    assert first == {**spec.identity(cache_root), "weights_sha256": hashlib.sha256(b"first weights").hexdigest()}
+    assert run_identity(spec, cache_root, NO_CARRY) == first                        # the same file: the same identity
     assert base_record(spec, "key", first, {"kind": "defaults"})["weights_sha256"] == first["weights_sha256"]
     weights.write_bytes(b"other weights, longer")                         # replaced at the same path
-    assert spec.run_key(cache_root, Ledger()) != spec.key(first)
-    for built_in in (None, "none", "imagenet"):                           # no file: no checksum
+    assert spec.key(run_identity(spec, cache_root, NO_CARRY)) != spec.key(first)
+    for built_in in (None, "none", "imagenet"):                           # no file: the spec's own identity
         named = dataclasses.replace(BASE, weights=built_in)
-        assert set(named.identity(cache_root, Ledger())) == set(IDENTITY)
+        assert run_identity(named, cache_root, NO_CARRY) == named.identity(cache_root)
     weights.unlink()
     with pytest.raises(UserError, match=f"weights file {weights} does not exist"):
-        spec.identity(cache_root, Ledger())
+        run_identity(spec, cache_root, NO_CARRY)
+
+
+def test_the_ledger_keys_a_carried_code_version_as_the_stored_one(cache_root):
+    identity = BASE.identity(cache_root)
+    today, numerics = identity["code_version"], identity["numerics"]
+    entry = LedgerEntry.model_validate({"format": 1, "date": "2026-12-04", "git_commit": "unknown",
+                                        "versions": {today: "aaaaaaaaaaaa"}, "numerics": [numerics],
+                                        "sampled": ["0123456789abcdef"], "records": 1, "all": False})
+    carried = run_identity(BASE, cache_root, Ledger((entry,)))
+    assert carried == {**identity, "code_version": "aaaaaaaaaaaa"}
+    assert run_key(BASE, cache_root, Ledger((entry,))) == BASE.key(carried) != run_key(BASE, cache_root, NO_CARRY)
+    elsewhere = entry.model_copy(update={"numerics": [{**numerics, "threads": numerics["threads"] + 1}]})
+    assert run_identity(BASE, cache_root, Ledger((elsewhere,))) == identity  # proven on other numerics only
 
 
 def test_a_weights_file_changed_in_place_is_hashed_again_even_at_the_same_size_or_time(tmp_path):
@@ -158,13 +171,10 @@ def test_a_weights_file_changed_in_place_is_hashed_again_even_at_the_same_size_o
     assert file_sha256(weights) == hashlib.sha256(b"c" * 11).hexdigest()
 
 
-def test_every_key_is_computed_by_the_spec_with_the_ledger():
-    """The run key has one definition, `RunSpec.identity` with a carry-over ledger: no module builds an identity of
-    its own (one without the weights file's checksum or the ledger would key a run differently)."""
-    builders = [path.name for path in BENCH_DIR.glob("*.py")
-                if re.search(r"def identity\(|\"code_version\": code_version\(", path.read_text())]
-    assert builders == ["spec.py"]
-    assert not (BENCH_DIR / "identity.py").exists()
+def test_every_key_is_computed_from_the_run_identity():
+    """A module that keyed a run by `RunSpec.identity` alone would miss the weights file's checksum."""
+    callers = [path.name for path in BENCH_DIR.glob("*.py") if ".identity(" in path.read_text()]
+    assert callers == ["identity.py"]
 
 
 def test_the_data_fingerprint_is_that_of_the_spec_s_folder(tmp_path, cache_root):
@@ -172,7 +182,7 @@ def test_the_data_fingerprint_is_that_of_the_spec_s_folder(tmp_path, cache_root)
     assert main(["data", "prepare", "voc", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "voc")]) == 0
     spec = make_spec("voc", "an", 0, data_dir=str(tmp_path / "voc"), weights="none")
     fingerprint = registry.dataset_class("voc")().fingerprint(tmp_path / "voc", cache_root)
-    assert spec.identity(cache_root, Ledger())["data_fingerprint"] == fingerprint
+    assert spec.identity(cache_root)["data_fingerprint"] == fingerprint
 
 
 def bench_imports(module: str) -> set[str]:

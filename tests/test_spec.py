@@ -4,7 +4,6 @@ import textwrap
 import pytest
 
 from bench.errors import UserError
-from bench.ledger import Ledger
 from bench.spec import TRAINING_HPARAMS, check_seed, make_spec, parse_variant, variant_trainer_hparams
 from bench.versions import code_version
 
@@ -15,7 +14,7 @@ def spec():
 
 
 def key(spec, cache_root):
-    return spec.key(spec.identity(cache_root, Ledger()))
+    return spec.key(spec.identity(cache_root))
 
 
 def test_defaults_come_from_the_dataset(spec):
@@ -34,7 +33,7 @@ def test_same_spec_same_key(spec, cache_root):
     {"protocol": "partial-0.5"}, {"label_seed": 1}, {"method": "full"}, {"device": "cuda"}, {"backbone": "resnet50"},
 ])
 def test_any_change_changes_the_key(spec, cache_root, change):
-    identity = spec.identity(cache_root, Ledger())
+    identity = spec.identity(cache_root)
     assert dataclasses.replace(spec, **change).key(identity) != spec.key(identity)
 
 
@@ -57,9 +56,9 @@ def test_thread_count_is_in_the_key(spec, cache_root):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = spec.identity(cache_root, Ledger())
+        one = spec.identity(cache_root)
         torch.set_num_threads(2)
-        two = spec.identity(cache_root, Ledger())
+        two = spec.identity(cache_root)
     finally:
         torch.set_num_threads(before)
     assert one["numerics"]["threads"] == 1 and two["numerics"]["threads"] == 2
@@ -67,7 +66,7 @@ def test_thread_count_is_in_the_key(spec, cache_root):
 
 
 def test_data_dir_is_a_location_not_part_of_the_key(spec, cache_root):
-    identity = spec.identity(cache_root, Ledger())
+    identity = spec.identity(cache_root)
     assert dataclasses.replace(spec, data_dir="/elsewhere").key(identity) == spec.key(identity)
 
 
