@@ -97,8 +97,6 @@ class TuningBudget(BaseModel):
         rules = []
         if self.first_trials == "defaults":
             rules.append("the defaults (and the paper's values) are the first trials")
-        if self.sampler_seed == "per-study":
-            rules.append("each study's sampler seeded from its name")
         if self.widen_edges:
             rules.append(f"a range whose winner sits at its edge widens (at most {self.widen_edges} times, half a "
                          "budget each)")

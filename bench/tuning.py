@@ -153,8 +153,9 @@ def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget
         try:
             storage = RDBStorage(storage_url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat,
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
-            return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                       sampler=sampler, pruner=pruner_object)
+            study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                        sampler=sampler, pruner=pruner_object)
+            return same_budget(study, budget)
         except races:
             attempt += 1
             if attempt == 5:
@@ -163,6 +164,18 @@ def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget
         except Exception as error:  # noqa: BLE001 - a storage the user pointed to
             raise UserError(f"cannot open Optuna storage {redact(storage_url)}: {first_line(error)}; check the URL "
                             "and that the database server is running") from None
+
+
+def same_budget(study, budget: TuningBudget):
+    """`study`, marked with `budget` when it is new; UserError when it already ran under another budget (its trials
+    would count towards this one: a study of the first protocol resumed under the second, say)."""
+    stored = study.user_attrs.get("budget")
+    if stored is None and not study.get_trials(deepcopy=False):
+        study.set_user_attr("budget", budget.model_dump())
+    elif stored != budget.model_dump():
+        raise UserError(f"study {study.study_name} already ran under another tuning budget in this storage; delete "
+                        "it (or the storage file) or tune into another --cache or --storage")
+    return study
 
 
 def sqlite_folder(url: str) -> None:

@@ -155,3 +155,17 @@ def test_a_real_study_under_every_rule(tmp_path, mini_mosaic):
     assert saved["best_params"] == summary["best_params"]
     search(study, grid, base, workspace.data_cache, budget, progress=False)  # concluded: nothing more runs
     assert len(open_study(grid, base, workspace.optuna_url(), budget).trials) == len(trials)
+
+
+def test_a_study_of_another_budget_in_the_same_storage_is_refused(tmp_path):
+    from bench.errors import UserError
+
+    grid = Grid(["digits-mosaic"], ["an"], [0], device="cpu")
+    base = grid.base_spec("digits-mosaic", "an", 100)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = open_study(grid, base, url, COMPLETED)
+    assert study.user_attrs["budget"] == COMPLETED.model_dump()
+    add(study, TrialState.COMPLETE, 80.0)
+    assert open_study(grid, base, url, COMPLETED).user_attrs["budget"] == COMPLETED.model_dump()  # resumed
+    with pytest.raises(UserError, match="already ran under another tuning budget"):
+        open_study(grid, base, url, TuningBudget(n_trials=12))

@@ -177,6 +177,7 @@ def test_a_paper_s_grid_study_tries_each_of_its_published_settings_once():
     assert (budget.sampler, budget.startup_trials, budget.pruner, budget.n_trials, budget.seed) == \
         ("grid", 0, "none", 8, 5)
     ll = dataclasses.replace(make_spec("digits-mosaic", "ll-r", 0), dataset="voc", recipe="paper")
-    assert study_space(ll) == {}                                              # LL published its values
-    assert paper_settings(ll) == {"batch_size": 16, "lr": 1e-5, "head_lr_mult": 10.0, "epochs": 10,
-                                  "delta_rel": 0.005}
+    assert study_space(ll) == {"delta_rel": [0.001, 0.002, 0.003, 0.004, 0.005]}  # LL's README searches it
+    assert paper_settings(ll) == {"batch_size": 16, "lr": 1e-5, "head_lr_mult": 10.0, "epochs": 10}
+    em = dataclasses.replace(make_spec("digits-mosaic", "em", 0), dataset="voc", recipe="paper")
+    assert study_space(em) == {}                                              # Zhou et al. published their values
