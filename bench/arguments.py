@@ -105,7 +105,7 @@ def check_manifest(path: Path) -> None:
         raise UserError(f"malformed manifest {path}: not a regular file of at most 16 MiB; prepare the dataset again")
     try:
         manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # ValueError: JSON, huge integers
         reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
         raise UserError(f"malformed manifest {path}: {reason}; prepare the dataset again") from None
     if not isinstance(manifest, dict):

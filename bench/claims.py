@@ -50,6 +50,38 @@ def dead_local_worker(worker: str) -> bool:
     return False
 
 
+def process_started(pid: int) -> str | None:
+    """When process `pid` of this machine started (its start time in clock ticks since boot, from /proc), or None
+    when there is no such process; 'unknown' for a process that exists but whose start time cannot be read (no
+    /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[19]
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except (PermissionError, OverflowError):
+        return "unknown"
+    return "unknown"
+
+
+def process_owner() -> dict[str, str | int | None]:
+    """This process as an owner: {host, pid, started}."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": process_started(os.getpid())}
+
+
+def owner_gone(owner: dict) -> bool:
+    """True when `owner` (`process_owner` of some process) ran on this machine and that process is gone: no such pid,
+    or a pid now reused by a process that started at another time."""
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return False
+    now = process_started(owner["pid"])
+    return now is None or (owner.get("started") not in (None, "unknown") and now != owner["started"])
+
+
 class ClaimStore:
     """The claims table at `url`. Rows: run_key (primary key), worker, status (running/done), heartbeat (epoch
     seconds), record (the finished record's JSON)."""

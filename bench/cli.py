@@ -26,7 +26,7 @@ from bench.arguments import (
 )
 from bench.backbone_weights import check_backbone_weights
 from bench.cluster import DEFAULT_RETRIES
-from bench.errors import UserError, quoted
+from bench.errors import UserError, one_line, quoted
 from bench.parser import DEFAULT_GRID, FORMAT_SUFFIX, build_parser
 from bench.signals import STOPPING, ignore_late_signals, stop_on_signal
 from bench.workspace import DEFAULT_CACHE, DEFAULT_RESULTS, Workspace
@@ -411,6 +411,7 @@ def cmd_records_carry(args: argparse.Namespace) -> None:
     from bench.workers import available_cores
 
     workspace = workspace_from(args)
+    existing_results(workspace)
     entry = carry(workspace, check_all=args.all, jobs=args.jobs or available_cores())
     print(describe_entry(entry, workspace) if entry else
           f"records carry: every record in {quoted(workspace.results)} is current; nothing to carry")
@@ -422,6 +423,14 @@ HANDLERS = {"list": cmd_list, "data info": cmd_data_info, "data prepare": cmd_da
 """What each command does (its grammar is `bench.parser`'s)."""
 
 
+def refuse_nul(argv: list[str]) -> None:
+    """UserError for an argument holding a NUL character, which no name, number or path can hold (the operating
+    system refuses such a path outright)."""
+    for argument in argv:
+        if "\x00" in argument:
+            raise UserError(f"argument {quoted(argument)} holds a NUL character; no name or path can")
+
+
 def main(argv: list[str] | None = None) -> int:
     STOPPING["now"] = False
     ignore_late_signals()
@@ -429,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = {signum: signal.signal(signum, stop_on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     interrupted = False
     try:
+        refuse_nul(sys.argv[1:] if argv is None else argv)
         args = build_parser(HANDLERS).parse_args(argv)
         if getattr(args, "threads", None) is not None:
             import torch
@@ -436,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         args.handler(args)
     except UserError as error:
-        print(f"pamlbench: error: {error}", file=sys.stderr)
+        print(f"pamlbench: error: {one_line(str(error))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `pamlbench list methods | head`: the reader is done; end quietly, as shell tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -33,6 +33,13 @@ def redact(url: str) -> str:
         return url
 
 
+def one_line(message: str) -> str:
+    """`message` with every character that is not printable shown escaped as Python writes it (a newline as \\n,
+    an escape as \\x1b, a NUL as \\x00): the line the command line prints for an error, which a name or path
+    given by the user can then neither break into two lines nor colour."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in message)
+
+
 def quoted(value: object) -> str:
     """`value` (a path, a name, a field a user wrote) as a message quotes it: as it is when every character is
     printable, else in Python's repr notation, so that a newline, a carriage return, an escape sequence or a NUL

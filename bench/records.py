@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bench.errors import UserError, field_error
+from bench.errors import UserError, field_error, first_line
 
 RECORD_FORMAT = 2
 
@@ -173,8 +173,8 @@ def read_record(path: Path) -> dict[str, Any]:
         raise UserError(f"results file {path} is over {MAX_RECORD_BYTES // 2**20} MiB, not a run record; remove it")
     try:
         record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"corrupt results file {path}: {error}; delete it to re-run that cell") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:  # ValueError: JSON, or an integer past Python's limit
+        raise UserError(f"corrupt results file {path}: {first_line(error)}; delete it to re-run that cell") from None
     except RecursionError:
         raise UserError(f"corrupt results file {path}: nested too deeply to be a run record; delete it") from None
     problem = shape_problem(record)

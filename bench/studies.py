@@ -127,7 +127,7 @@ def saved_summary(tuned: Path, name: str, budget) -> dict[str, Any] | None:
         return None
     try:
         summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, RecursionError):
+    except (OSError, ValueError, RecursionError):  # ValueError: JSON, or an integer past Python's limit
         return None
     counted = summary.get("completed", 0) if budget.count == "completed" else summary.get("n_trials", 0)
     if summary.get("budget") != budget.model_dump() or counted < budget.n_trials:
@@ -143,7 +143,7 @@ def tuned_overrides(tuned: Path, name: str) -> tuple[dict[str, Any], dict[str, A
     try:
         summary = json.loads(path.read_text())
         params = dict(summary["best_params"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise UserError(f"corrupt tuning result {path}: {error}; delete it or run `pamlbench tune` again") from None
     return params, {"kind": "tuned", "study": summary["study"], "n_trials": summary["n_trials"], "values": params,
                     "budget": summary.get("budget"), "convergence": summary.get("convergence")}

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.claims import HEARTBEAT_SECONDS
+from bench.claims import HEARTBEAT_SECONDS, process_owner
 from bench.errors import UserError, first_line, redact
 from bench.grid import Grid, TuningBudget
 from bench.records import RECORD_FORMAT, atomic_json
@@ -155,6 +155,7 @@ def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
             study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                         sampler=sampler, pruner=pruner_object)
+            fail_orphaned_trials(study, 3 * heartbeat)
             return same_budget(study, budget)
         except races:
             attempt += 1
@@ -164,6 +165,40 @@ def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget
         except Exception as error:  # noqa: BLE001 - a storage the user pointed to
             raise UserError(f"cannot open Optuna storage {redact(storage_url)}: {first_line(error)}; check the URL "
                             "and that the database server is running") from None
+
+
+def fail_orphaned_trials(study, grace: float) -> list[int]:
+    """Fail the RUNNING trials of `study` that no live worker owns, and enqueue again the fixed values of each (an
+    enqueued trial, such as the defaults), so that it re-runs; return their numbers. A trial is orphaned when its
+    owner (trial attribute 'owner', `bench.claims.process_owner`, set as its objective starts) is a process of this
+    machine that is gone, or when it has no owner and started more than `grace` seconds ago: its worker died
+    between Optuna's ask and the objective, before or as the first heartbeat was recorded, and Optuna, which fails
+    stale trials by their beats only, would leave it RUNNING for ever."""
+    import datetime
+
+    from optuna.trial import TrialState
+
+    from bench.claims import owner_gone
+
+    now = datetime.datetime.now()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("owner")
+        never_started = owner is None and trial.datetime_start is not None and \
+            (now - trial.datetime_start).total_seconds() > grace
+        if not (never_started or (owner is not None and owner_gone(owner))):
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except Exception:  # noqa: BLE001 - another worker failed or finished it first
+            continue
+        fixed = trial.system_attrs.get("fixed_params")
+        if fixed:
+            study.enqueue_trial(fixed, user_attrs={k: v for k, v in trial.user_attrs.items() if k == "first"})
+        failed.append(trial.number)
+        print(f"tune {study.study_name}: trial {trial.number} was left running by a worker that is gone; failed"
+              + (" and queued again" if fixed else ""), flush=True)
+    return failed
 
 
 def same_budget(study, budget: TuningBudget):
@@ -468,6 +503,7 @@ def run_trials(study, grid: Grid, base: RunSpec, data_cache: Path, budget: Tunin
     selected = "val_map" if val_variant == "clean" else "val_map_observed"
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("owner", process_owner())
         values = suggest(trial, base.method, space)
         if worker is not None:
             trial.set_user_attr("worker", worker)
