@@ -168,12 +168,13 @@ def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget
 
 
 def fail_orphaned_trials(study, grace: float) -> list[int]:
-    """Fail the RUNNING trials of `study` that no live worker owns, and enqueue again the fixed values of each (an
-    enqueued trial, such as the defaults), so that it re-runs; return their numbers. A trial is orphaned when its
+    """Fail the RUNNING trials of `study` that no live worker owns, and retry each as Optuna retries a stale trial
+    (its values, or its enqueued ones such as the defaults, in a new trial); return their numbers. A trial is orphaned when its
     owner (trial attribute 'owner', `bench.claims.process_owner`, set as its objective starts) is a process of this
     machine that is gone, or when it has no owner and started more than `grace` seconds ago: its worker died
     between Optuna's ask and the objective, before or as the first heartbeat was recorded, and Optuna, which fails
     stale trials by their beats only, would leave it RUNNING for ever."""
+    import copy
     import datetime
 
     from optuna.trial import TrialState
@@ -192,12 +193,14 @@ def fail_orphaned_trials(study, grace: float) -> list[int]:
             study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         except Exception:  # noqa: BLE001 - another worker failed or finished it first
             continue
-        fixed = trial.system_attrs.get("fixed_params")
-        if fixed:
-            study.enqueue_trial(fixed, user_attrs={k: v for k, v in trial.user_attrs.items() if k == "first"})
+        retry = study._storage.get_heartbeat_stale_trial_callback()
+        if retry is not None:  # as Optuna retries a stale trial: its values (or its enqueued ones) once more
+            gone = copy.deepcopy(study._storage.get_trial(trial._trial_id))
+            gone.user_attrs = {name: value for name, value in gone.user_attrs.items() if name != "owner"}
+            retry(study, gone)
         failed.append(trial.number)
-        print(f"tune {study.study_name}: trial {trial.number} was left running by a worker that is gone; failed"
-              + (" and queued again" if fixed else ""), flush=True)
+        print(f"tune {study.study_name}: trial {trial.number} was left running by a worker that is gone; failed "
+              "and retried", flush=True)
     return failed
 
 

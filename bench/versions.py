@@ -50,6 +50,7 @@ NOT_RESULT_AFFECTING: dict[str, str] = {
     "signals.py": "how a command stops on SIGINT or SIGTERM",
     "stats.py": "statistics of finished runs",
     "studies.py": "names, search spaces and saved results of tuning studies; a tuned value enters a RunSpec",
+    "summary.py": "the leaderboard's first screen from finished runs",
     "tables.py": "tables from finished runs",
     "tracking.py": "MLflow logging",
     "tuning.py": "Optuna studies; a tuned value enters a run's RunSpec",

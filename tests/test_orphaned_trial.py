@@ -70,8 +70,9 @@ def test_a_trial_whose_owner_died_is_failed_at_once_and_a_live_one_is_kept(study
     live = study.ask()
     live.set_user_attr("owner", process_owner())
     study = open_study(grid, base, url, BUDGET, heartbeat=60)  # a grace of 3 minutes: only the owner tells
-    states = [t.state for t in sorted(study.trials, key=lambda t: t.number)]
-    assert states == [TrialState.FAIL, TrialState.RUNNING]
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert trials[2].system_attrs["failed_trial"] == 0 and "owner" not in trials[2].user_attrs  # retried
 
 
 def test_an_owner_is_gone_when_its_pid_is_gone_or_reused():

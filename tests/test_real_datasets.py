@@ -343,8 +343,9 @@ def test_bench_on_prepared_voc_end_to_end(tmp_path, cache_root):
     assert record["variant"] == "ll-r+boostlu" and record["status"] == "done"
     assert record["spec"]["recipe"] == "paper" and record["spec"]["head_lr_mult"] == 10.0
     assert record["image_shape"] == [3, 32, 32] and len(record["per_class_ap"]) == 20
-    board = (tmp_path / "leaderboard.md").read_text()
+    board = (tmp_path / "results" / "leaderboard-paper.md").read_text()  # the paper recipe's page
     assert "| voc " in board and "| paper" in board  # published VOC numbers appear beside ours
+    assert "[paper recipe](results/leaderboard-paper.md)" in (tmp_path / "leaderboard.md").read_text()
 
 
 def test_fashion_mosaic_from_idx_files(tmp_path):

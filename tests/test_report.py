@@ -301,7 +301,9 @@ def test_tables_and_figures_of_settings_without_records_are_removed(records, tmp
     partial = [record(v, s, 80.0 + s, protocol="partial-0.5") for v in ("full", "an") for s in range(2)]
     second = {p.name for p in write_report(partial, tmp_path / "leaderboard.md", workspace)}
     left = {p.name for p in workspace.tables.iterdir()} | {p.name for p in workspace.figures.iterdir()}
-    assert left == (second - {"leaderboard.md"}) | {"cam_examples_digits-mosaic.png"}
+    pages = {name for name in second if name.startswith("leaderboard-")}
+    assert left == (second - {"leaderboard.md"} - pages) | {"cam_examples_digits-mosaic.png"}
+    assert {p.name for p in workspace.results.glob("leaderboard-*.md")} == pages == {"leaderboard-defaults.md"}
     assert any("partial-0.5" in name for name in second) and first - second  # the old setting's files are gone
 
 

@@ -63,7 +63,7 @@ def test_tune_writes_a_study_with_pruning_mlflow_runs_and_bench_uses_it(mini_mos
     assert source["values"] == study.best_params and source["budget"]["n_trials"] == 4
     assert record["spec"]["lr"] == pytest.approx(study.best_params["lr"])
     assert records["defaults"]["spec"]["lr"] == 3e-3
-    board = (tmp_path / "leaderboard.md").read_text()
+    board = (tmp_path / "results" / "leaderboard-tuned.md").read_text()
     assert "### Recipe: tuned" in board and f"tuned: 4 trials, study {name}" in board
     runs = mlflow.search_runs(experiment_names=["mini-mosaic/single-positive"],
                               filter_string="metrics.final_test_map > 0")
