@@ -169,11 +169,11 @@ def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget
 
 def fail_orphaned_trials(study, grace: float) -> list[int]:
     """Fail the RUNNING trials of `study` that no live worker owns, and retry each as Optuna retries a stale trial
-    (its values, or its enqueued ones such as the defaults, in a new trial); return their numbers. A trial is orphaned when its
-    owner (trial attribute 'owner', `bench.claims.process_owner`, set as its objective starts) is a process of this
-    machine that is gone, or when it has no owner and started more than `grace` seconds ago: its worker died
-    between Optuna's ask and the objective, before or as the first heartbeat was recorded, and Optuna, which fails
-    stale trials by their beats only, would leave it RUNNING for ever."""
+    (its values, or its enqueued ones such as the defaults, in a new trial); return their numbers. A trial is
+    orphaned when its owner (trial attribute 'owner', `bench.claims.process_owner`, set as its objective starts) is
+    a process of this machine that is gone, or when it has no owner and started more than `grace` seconds ago: its
+    worker died between Optuna's ask and the objective, before or as the first heartbeat was recorded, and Optuna,
+    which fails stale trials by their beats only, would leave it RUNNING for ever."""
     import copy
     import datetime
 
