@@ -254,8 +254,8 @@ def leaderboard_markdown(records: list[dict[str, Any]], figures: list[str] | Non
         primary = recipes_present(frame)[0]
         chosen = frame[frame.recipe == primary]
         of = f"{primary} recipe"
-        for title, table in ((f"Regime check ({of}; validation mAP, mean over seeds; README, \"The converged "
-                              "regime\")", regime_rows(chosen, records)),
+        for title, table in ((f"Regime check ({of}; validation mAP, mean over seeds; docs/regime.md)",
+                              regime_rows(chosen, records)),
                              (f"BoostLU ablation ({of}), clean selection (paper: {paper['ablation']['source']})",
                               ablation_rows(chosen)),
                              (f"BoostLU, paired per seed ({of}), clean selection", boostlu_pair_rows(chosen, "clean")),

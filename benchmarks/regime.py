@@ -1,4 +1,4 @@
-"""The rule that chose the mosaics' default number of epochs (README, "The converged regime"), measured again.
+"""The rule that chose the mosaics' default number of epochs (docs/regime.md), measured again.
 
 For each mosaic, trains the full-label oracle and assume negative (AN) for --max-epochs epochs at the dataset's
 default constant learning rate with the tuning seeds (100 and 101, outside the benchmark's), and prints, for every

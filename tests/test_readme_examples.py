@@ -67,3 +67,16 @@ def test_the_readme_method_trains_on_the_readme_dataset(readme_plugins, tmp_path
 def test_the_readme_dataset_keeps_the_contract_every_dataset_is_tested_on(readme_plugins, capsys, cache_root,
                                                                           tmp_path):
     check_dataset_contract("my-images", capsys, cache_root, tmp_path)
+
+
+def test_the_readme_quotes_the_leaderboard_s_findings_as_generated():
+    """The README's result lines are the committed leaderboard's findings, word for word, and leaderboard.md is one
+    screen: a finding the statistics no longer support cannot stay in the README."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    board = (root / "leaderboard.md").read_text()
+    quoted = [line for line in readme.split("## What the records say")[1].split("\n## ")[0].splitlines()
+              if line.startswith("- **")]
+    generated = [line for line in board.splitlines() if line.startswith("- **")]
+    assert quoted == generated and len(quoted) >= 3
+    assert len(board.splitlines()) <= 60 and len(readme.splitlines()) <= 220
