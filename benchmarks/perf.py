@@ -110,7 +110,7 @@ def prepared_voc(workdir: Path, images: int, cache_size: int | None) -> Path:
     from fixtures import voc_tree
 
     from bench import registry
-    from bench.preparation import prepare
+    from bench.data.preparation import prepare
 
     raw, out = workdir / "raw", workdir / f"voc-{cache_size}"
     if not raw.exists():
@@ -194,8 +194,8 @@ def linear_setting(workdir: Path) -> None:
 
 def recorded_cost(results: Path) -> None:
     """Training time per dataset summed over the current default-grid records in `results` (no training)."""
-    from bench.frame import records_frame
     from bench.records import read_records
+    from bench.report.frame import records_frame
 
     frame = records_frame(read_records(results))
     frame = frame[frame.current & (frame.status == "done")]
@@ -207,7 +207,7 @@ def recorded_cost(results: Path) -> None:
 
 def from_scratch(workdir: Path) -> None:
     """Wall time of the default `pamlbench bench` from an empty results folder, per dataset of benchmark.toml."""
-    from bench.grid import load_grid
+    from bench.plan.grid import load_grid
 
     total = 0.0
     for dataset in load_grid(ROOT / "benchmark.toml").datasets:
@@ -241,7 +241,7 @@ def bare_throughput(threads: int, workdir: Path, repeats: int) -> None:
 def machine_ceiling(workdir: Path, repeats: int) -> None:
     """What the default workers can gain on this machine without any harness: the bare loop's images/s in one
     process using every core, and summed over one 1-thread process per core running at the same time."""
-    from bench.workers import available_cores
+    from bench.execute.workers import available_cores
 
     cores = available_cores()
 
@@ -284,9 +284,9 @@ def workers(workdir: Path) -> None:
     """The same small grid in one 2-thread process and in the default workers (one 1-thread process per core); the
     ratio of their throughputs, and the default grid's from-scratch wall time estimated from the per-epoch cost of
     a cell under the default."""
-    from bench.grid import load_grid
+    from bench.execute.workers import plan_workers
+    from bench.plan.grid import load_grid
     from bench.spec import make_spec
-    from bench.workers import plan_workers
 
     plan = plan_workers(None, None, "cpu")
     grid_wall_time(workdir, "warm-up", "--jobs", "1", "--seeds", "0", "--variants", "an")  # builds the dataset
@@ -311,9 +311,9 @@ def workers(workdir: Path) -> None:
 
 
 def tuning(workdir: Path) -> None:
-    from bench.grid import Grid, TuningBudget
-    from bench.tuning import tune
-    from bench.workspace import Workspace
+    from bench.execute.tuning import tune
+    from bench.execute.workspace import Workspace
+    from bench.plan.grid import Grid, TuningBudget
 
     grid = Grid(["digits-mosaic"], ["ls"], [0], device="cpu", overrides={"epochs": 5})
     base = grid.base_spec("digits-mosaic", "ls", 100)
@@ -334,7 +334,7 @@ def tuning(workdir: Path) -> None:
 def cluster_throughput(workdir: Path) -> None:
     """Cells per minute of one small digits-mosaic grid on a local Ray cluster of 1, then 2 nodes (1 CPU each)."""
     from bench import registry
-    from bench.localcluster import RayCluster, namespace_available
+    from bench.execute.localcluster import RayCluster, namespace_available
 
     reason = namespace_available()
     if reason:

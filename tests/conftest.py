@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fixtures import PROJECT_GRID, TEST_PLUGINS, plugin_path
 
-from bench.workspace import Workspace
+from bench.execute.workspace import Workspace
 
 SHARED_MODULE_FIXTURE = ("tests/test_cluster.py", "tests/test_digits_mosaic.py", "tests/test_recipes.py")
 """Test files whose tests share a costly module-scoped fixture (a Ray cluster, a built dataset, a prepared folder)."""
@@ -55,7 +55,7 @@ def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_project(tmp_path_factory: pytest.TempPathFactory, cache_root: Path) -> Path:
     """A working folder with one finished record (trained with MLflow tracking on) and a grid file, built once per
     test process for the bad-input, hostile-input and plan tests."""
-    from bench.cli import main
+    from bench.cli.main import main
 
     root = tmp_path_factory.mktemp("trained-project")
     (root / "grid.toml").write_text(PROJECT_GRID)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision import models
 
-from bench.backbone_weights import check_backbone_weights
+from bench.cli.backbone_weights import check_backbone_weights
 from bench.errors import UserError
 from bench.spec import make_spec
 

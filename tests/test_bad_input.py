@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fixtures import PROJECT_GRID
 
-from bench.cli import main
+from bench.cli.main import main
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

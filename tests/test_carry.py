@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from fixtures import TEST_PLUGINS, write_grid
 
-from bench.carry import first_difference, sample, stale_records
 from bench.errors import UserError
-from bench.ledger import LEDGER_NAME, Ledger, LedgerEntry, read_ledger
-from bench.workspace import Workspace
+from bench.execute.carry import first_difference, sample, stale_records
+from bench.execute.ledger import LEDGER_NAME, Ledger, LedgerEntry, read_ledger
+from bench.execute.workspace import Workspace
 
 CPU1 = {"device": "cpu", "isa": "AVX512", "threads": 1}
 PROBE = '''"""A method for the carry tests: assume negative, its loss scaled by SCALE."""
@@ -96,7 +96,7 @@ def test_the_first_difference_is_named_by_its_path_and_floats_compare_bit_for_bi
 
 
 def test_two_stored_versions_for_one_of_todays_are_refused(tmp_path, mini_mosaic):
-    from bench.carry import today_version
+    from bench.execute.carry import today_version
 
     records = []
     for seed, version in ((0, "aaaaaaaaaaaa"), (1, "cccccccccccc")):

@@ -1,6 +1,7 @@
 """`--cluster`: the grid and the tuning trials run as Ray tasks on a real two-node Ray cluster.
 
-The cluster (`bench.localcluster`) is two `ray start` process trees (a head and a worker node, 1 CPU each) inside a
+The cluster (`bench.execute.localcluster`) is two `ray start` process trees (a head and a worker node, 1 CPU each)
+inside a
 private network namespace where only 127.0.0.1 exists; the driver runs in the same namespace. It is stopped by
 killing the processes it started, never by `ray stop`. The tests run in file order: the last one kills the worker
 node.
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 from fixtures import TEST_PLUGINS, finish, metrics, plugin_path, write_grid
 
-from bench.localcluster import RayCluster, all_processes, kill, namespace_available
+from bench.execute.localcluster import RayCluster, all_processes, kill, namespace_available
 from bench.records import read_records
 
 pytestmark = pytest.mark.slow

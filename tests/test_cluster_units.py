@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from bench.claims import ClaimStore
-from bench.cluster import EMBEDDED_GPU_SHARE, TaskOptions, settle, train_cell
+from bench.execute.claims import ClaimStore
+from bench.execute.cluster import EMBEDDED_GPU_SHARE, TaskOptions, settle, train_cell
 from bench.records import read_records
 from bench.spec import make_spec
 
@@ -45,7 +45,7 @@ def test_a_lost_or_refused_cell_gives_its_claim_back_and_writes_nothing(returned
 
 
 def test_a_returned_record_is_committed_with_its_weights(workspace, tmp_path):
-    from bench.runner import train_record
+    from bench.execute.runner import train_record
 
     spec = make_spec("digits-mosaic", "an", 0, overrides={"epochs": 1})
     identity = spec.identity(workspace.data_cache)

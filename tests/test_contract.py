@@ -9,8 +9,8 @@ from fixtures import coco_tree, cub_tree, my_images_folder, nuswide_tree, openim
 
 import bench
 from bench import TrainState, registry
-from bench.cli import main
-from bench.preparation import prepare
+from bench.cli.main import main
+from bench.data.preparation import prepare
 from bench.prepared import PreparedDataset
 from bench.spec import TRAINING_HPARAMS, make_spec
 from bench.trainer import Trainer

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.claims import ClaimStore
-from bench.grid import Grid
+from bench.execute.claims import ClaimStore
+from bench.execute.runner import run_grid, run_spec
+from bench.plan.grid import Grid
 from bench.records import read_records
-from bench.runner import run_grid, run_spec
 from bench.spec import make_spec
 
 ONE_EPOCH = {"epochs": 1}

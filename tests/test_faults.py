@@ -16,9 +16,9 @@ import pytest
 from fixtures import voc_tree, write_grid
 from PIL import Image
 
-from bench.claims import ClaimStore
+from bench.data.preparation import decode_all
 from bench.errors import UserError
-from bench.preparation import decode_all
+from bench.execute.claims import ClaimStore
 from bench.records import atomic_text, read_records
 from bench.spec import make_spec
 
@@ -172,7 +172,7 @@ def test_unreachable_tracking_server_fails_within_seconds(mini_mosaic, tmp_path,
 
 
 def test_a_deleted_tracking_store_is_said_once_and_training_goes_on(tmp_path, capsys):
-    from bench.tracking import Tracker
+    from bench.execute.tracking import Tracker
 
     cache = tmp_path / "cache"
     tracker = Tracker(cache, f"sqlite:///{cache / 'mlflow.db'}")
@@ -192,7 +192,7 @@ def test_runs_of_a_killed_worker_are_marked_killed_by_the_next_tracker(tmp_path)
 
     from mlflow.tracking import MlflowClient
 
-    from bench.tracking import Tracker
+    from bench.execute.tracking import Tracker
 
     cache = tmp_path / "cache"
     uri = f"sqlite:///{cache / 'mlflow.db'}"
@@ -248,7 +248,7 @@ def processes_naming(text: str) -> list[int]:
 
 
 def test_a_cache_larger_than_the_free_space_is_refused_before_anything_is_written(tiny_disk, tmp_path, capsys):
-    from bench.cli import main
+    from bench.cli.main import main
 
     voc_tree(tmp_path / "raw")
     out = tiny_disk / "voc"

@@ -6,10 +6,10 @@ import pytest
 from fixtures import openimages_tree
 from test_report import record
 
-from bench.cli import main
+from bench.cli.main import main
 from bench.groups import frequency_groups, group_maps
 from bench.records import read_records
-from bench.report import leaderboard_markdown
+from bench.report.leaderboard import leaderboard_markdown
 
 
 def annotations(counts: list[int], rows: int = 12) -> np.ndarray:
@@ -79,9 +79,9 @@ def test_an_openimages_run_records_its_classes_groups(tmp_path, monkeypatch):
 
 
 def test_the_published_openimages_groups_and_their_context_are_shown_beside_ours():
-    from bench.frame import records_frame
-    from bench.papers import papers
-    from bench.sections import group_rows
+    from bench.plan.papers import papers
+    from bench.report.frame import records_frame
+    from bench.report.sections import group_rows
 
     published = papers()["groups"]["values"]
     assert published["ll-r+boostlu"]["openimages"] == [79.28, 80.81, 83.32, 85.63, 90.27, 83.86]

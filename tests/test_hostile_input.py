@@ -293,7 +293,7 @@ def test_figures_on_a_clone_without_checkpoints_say_how_to_get_them(project, cac
     """A fresh clone has the records but not the best-epoch weights: `figures` says how to get them instead of
     sending the user to a `make bench` that trains nothing, and `figures --train` trains those cells again (the
     same run keys, so the same weights) and draws, leaving the records as they are."""
-    from bench.cli import main
+    from bench.cli.main import main
 
     Path("grid.toml").write_text(Path("grid.toml").read_text().replace("['an']", "['an', 'full']"))
     assert main(["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-report", "--no-tracking"]) == 0

@@ -9,7 +9,7 @@ import torch
 from fixtures import my_images_folder, voc_tree
 
 from bench import features
-from bench.cli import main
+from bench.cli.main import main
 from bench.errors import UserError
 from bench.features import cache_path
 from bench.model import build_backbone

@@ -11,9 +11,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bench.claims import owner_gone, process_owner
-from bench.grid import Grid, TuningBudget
-from bench.tuning import enqueue_first_trials, open_study, search
+from bench.execute.claims import owner_gone, process_owner
+from bench.execute.tuning import enqueue_first_trials, open_study, search
+from bench.plan.grid import Grid, TuningBudget
 
 BUDGET = TuningBudget(n_trials=1, startup_trials=1, pruner="none", count="completed", first_trials="defaults")
 
@@ -23,7 +23,7 @@ import optuna
 study = optuna.load_study(study_name=sys.argv[1], storage=sys.argv[2])
 trial = study.ask()
 if sys.argv[3] == "owner":
-    from bench.claims import process_owner
+    from bench.execute.claims import process_owner
     trial.set_user_attr("owner", process_owner())
 os.kill(os.getpid(), signal.SIGKILL)
 """

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from test_bad_input import snapshot
 
-from bench.cli import main
+from bench.cli.main import main
 
 
 def test_bench_plan_names_each_value_and_its_origin(project, cache_root, capsys):

@@ -10,7 +10,7 @@ import pytest
 from fixtures import my_images_folder, plugin_path
 from test_contract import check_dataset_contract
 
-from bench.cli import main
+from bench.cli.main import main
 from bench.records import read_records
 
 README = Path(__file__).resolve().parent.parent / "README.md"

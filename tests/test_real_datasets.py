@@ -11,9 +11,9 @@ import pytest
 from fixtures import coco_tree, cub_tree, nuswide_tree, openimages_tree, voc_tree
 
 from bench import registry
-from bench.cli import main
+from bench.cli.main import main
+from bench.data.preparation import cole_split, prepare
 from bench.observation import single_positive
-from bench.preparation import cole_split, prepare
 from bench.records import read_records
 from bench.rundata import observed_labels
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from fixtures import voc_tree
 
-from bench.cli import main
+from bench.cli.main import main
 from bench.errors import UserError
-from bench.papers import papers
-from bench.recipes import check_recipes, paper_recipe
+from bench.plan.papers import papers
+from bench.plan.recipes import check_recipes, paper_recipe
 from bench.records import read_records
 
 SMALL = ["--set", "backbone=small-cnn", "--set", "image_size=32", "--set", "epochs=1"]

@@ -13,11 +13,11 @@ import pytest
 import torch
 from fixtures import finish, metrics, write_grid
 
-from bench.claims import ClaimStore
-from bench.grid import Grid
+from bench.execute.claims import ClaimStore
+from bench.execute.runner import Workspace, run_grid, run_spec
+from bench.plan.grid import Grid
 from bench.records import read_records, write_record
-from bench.report import leaderboard_markdown
-from bench.runner import Workspace, run_grid, run_spec
+from bench.report.leaderboard import leaderboard_markdown
 from bench.spec import make_spec
 from bench.trainer import Trainer
 

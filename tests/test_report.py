@@ -9,11 +9,11 @@ import pytest
 
 from bench import registry
 from bench.errors import UserError
+from bench.execute.workspace import Workspace
 from bench.records import read_record
-from bench.report import leaderboard_markdown, table_export, write_report
+from bench.report.leaderboard import leaderboard_markdown, table_export, write_report
 from bench.spec import make_spec
 from bench.versions import code_version
-from bench.workspace import Workspace
 
 
 def record(variant, seed, test_map, *, status="done", protocol="single-positive", dataset="digits-mosaic",
@@ -190,8 +190,8 @@ def test_ablation_table_when_its_cells_exist(records):
 
 
 def test_table_numbers_count_failures_pair_only_shared_cells_and_name_the_oracle():
-    from bench.frame import records_frame
-    from bench.tables import cells, is_oracle, paired_boostlu
+    from bench.report.frame import records_frame
+    from bench.report.tables import cells, is_oracle, paired_boostlu
 
     runs = ([record("an", s, 80.0 + s) for s in range(3)] + [record("an+boostlu", s, 80.0 + s + (s > 0)) for s in
                                                            range(3)]
@@ -211,7 +211,7 @@ def paper_source(paper, rule="clean", **extra):
 
 
 def test_published_numbers_and_delta_only_for_the_quoted_papers_recipe(records, monkeypatch):
-    import bench.report as report
+    import bench.report.leaderboard as report
 
     table = report.papers()
     patched = {**table, "main": {**table["main"], "values": {"an": {"digits-mosaic": 81.0},
@@ -249,6 +249,7 @@ def test_same_records_same_bytes_whatever_their_order(records):
 
 def tuned_source(gain=0.1):
     return {"kind": "tuned", "study": "s", "n_trials": 12, "budget": {"n_trials": 12, "startup_trials": 4},
+            "values": {"lr": 0.0056509, "ls_coef": 0.25},
             "convergence": {"trials": 12, "early_trials": 8, "best_early": 90.0, "best": 90.0 + gain, "gain": gain,
                             "improving": gain > 0.5}}
 
@@ -267,7 +268,9 @@ def test_tuned_rows_come_first_with_their_budget_convergence_and_delta_to_defaul
     deltas = rows_of(board.split("### Tuned − defaults")[1])
     assert deltas["an"][3:6] == ["+9.50 ± 6.35", "2/2", "yes"]         # 90-80, 91-82: paired on seeds 0 and 1
     assert deltas["ls"][3:6] == ["-5.00", "0/1", "no"]
-    assert "tuned: 12 trials, study s" in board
+    assert "tuned: 12 trials, study s; tuned values lr=0.005651, ls_coef=0.25" in board  # every value, lr too
+    assert rows_of(tuned_part)["ls"][0].endswith("†") and not rows_of(tuned_part)["an"][0].endswith("†")
+    assert "† the study of this row was still improving after its budget (1 of 2 studies)" in board
     assert "### BoostLU, paired per seed (tuned recipe)" not in board  # the tuned rows have no BoostLU pair
 
 

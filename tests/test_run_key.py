@@ -20,13 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import registry
-from bench.cli import main
+from bench.cli.main import main
 from bench.errors import UserError
-from bench.identity import file_sha256, run_identity, run_key
-from bench.ledger import NO_CARRY, Ledger, LedgerEntry
-from bench.runner import base_record
+from bench.execute.identity import file_sha256, run_identity, run_key
+from bench.execute.ledger import NO_CARRY, Ledger, LedgerEntry
+from bench.execute.runner import base_record
 from bench.spec import RunSpec, make_spec
-from bench.versions import BENCH_DIR, NOT_RESULT_AFFECTING, code_version, harness_version
+from bench.versions import BENCH_DIR, CORE_HELPERS, code_version, harness_version
 
 LOCATION_FIELDS = {"data_dir"}
 """RunSpec fields that say where the data is, not what it is (its content is the data fingerprint)."""
@@ -34,7 +34,7 @@ LOCATION_FIELDS = {"data_dir"}
 TRAINER_DEPENDENCIES_NOT_HASHED = {"__init__.py", "checkpoints.py", "errors.py", "numerics.py", "records.py",
                                    "registry.py", "versions.py"}
 """Modules the trainer imports, directly or not, that are reviewed as unable to change a run's numbers (each has its
-reason in `bench.versions.NOT_RESULT_AFFECTING`)."""
+reason in `bench.versions.CORE_HELPERS`)."""
 
 BASE = make_spec("digits-mosaic", "an", 0)
 IDENTITY = {"code_version": "0123456789ab", "data_fingerprint": "fedcba987654", "torch": "2.14.1",
@@ -173,8 +173,9 @@ def test_a_weights_file_changed_in_place_is_hashed_again_even_at_the_same_size_o
 
 def test_every_key_is_computed_from_the_run_identity():
     """A module that keyed a run by `RunSpec.identity` alone would miss the weights file's checksum."""
-    callers = [path.name for path in BENCH_DIR.glob("*.py") if ".identity(" in path.read_text()]
-    assert callers == ["identity.py"]
+    callers = [path.relative_to(BENCH_DIR).as_posix() for path in BENCH_DIR.rglob("*.py")
+               if ".identity(" in path.read_text()]
+    assert callers == ["execute/identity.py"]
 
 
 def test_the_data_fingerprint_is_that_of_the_spec_s_folder(tmp_path, cache_root):
@@ -212,11 +213,12 @@ def trainer_dependencies() -> set[str]:
 def test_every_module_the_trainer_depends_on_is_hashed_unless_reviewed():
     dependencies = trainer_dependencies()
     assert {"trainer.py", "metrics.py", "model.py", "spec.py", "method.py", "rundata.py"} <= dependencies
-    assert dependencies & set(NOT_RESULT_AFFECTING) == TRAINER_DEPENDENCIES_NOT_HASHED
+    assert dependencies - {p.name for p in BENCH_DIR.glob('*.py')} == set()  # the trainer needs no layer above
+    assert dependencies & set(CORE_HELPERS) == TRAINER_DEPENDENCIES_NOT_HASHED
 
 
 def test_every_listed_module_exists_and_says_why():
-    for name, reason in NOT_RESULT_AFFECTING.items():
+    for name, reason in CORE_HELPERS.items():
         assert (BENCH_DIR / name).exists(), name
         assert len(reason) > 10, name
 

@@ -13,8 +13,10 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from bench.grid import Grid, TuningBudget
-from bench.search_rules import (
+from bench.execute.tuning import budget_reached, confirmed_trial, current_space, open_study, search, widen_at_edges
+from bench.execute.workspace import Workspace
+from bench.plan.grid import Grid, TuningBudget
+from bench.plan.search_rules import (
     confirmation_candidates,
     confirmed,
     edge_side,
@@ -22,10 +24,8 @@ from bench.search_rules import (
     study_seed,
     widened,
 )
+from bench.plan.studies import spec_study, study_space, tuned_path
 from bench.spec import make_spec
-from bench.studies import spec_study, study_space, tuned_path
-from bench.tuning import budget_reached, confirmed_trial, current_space, open_study, search, widen_at_edges
-from bench.workspace import Workspace
 
 COMPLETED = TuningBudget(n_trials=3, count="completed", max_trials=8)
 
@@ -136,7 +136,7 @@ def test_a_real_study_under_every_rule(tmp_path, mini_mosaic):
     budget = TuningBudget(n_trials=2, startup_trials=1, pruner="none", count="completed", first_trials="defaults",
                           sampler_seed="per-study", confirm_seeds=[100, 101], confirm_top=2)
     base = grid.base_spec(mini_mosaic, "an", budget.seed)
-    from bench.tuning import tune
+    from bench.execute.tuning import tune
 
     summary = tune(grid, base, workspace, budget, progress=False)
     study = open_study(grid, base, workspace.optuna_url(), budget)

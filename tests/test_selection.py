@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.selection import ll_epoch, rule_selection, zhou_epoch
+from bench.report.selection import ll_epoch, rule_selection, zhou_epoch
 
 
 @pytest.mark.parametrize("curve, expected", [

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bench import stats
+from bench.report import stats
 
 
 def test_interval_is_students_t_half_width():
@@ -63,7 +63,7 @@ def test_identical_results_are_tied_and_share_a_group():
 def test_average_rank_is_the_mean_over_every_dataset():
     """Ranks 1 and 3 on one dataset, 2 and 2 ... on the other: the mean of each variant's ranks, not their sum,
     and not the last dataset's alone."""
-    from bench.tables import Cell, average_ranks
+    from bench.report.tables import Cell, average_ranks
 
     def cell(*values):
         return Cell(test_map=dict(enumerate(values)))
@@ -102,7 +102,7 @@ def test_two_shared_seeds_are_judged_by_the_interval_not_the_means():
 def test_the_interval_factor_is_students_t_quantile_exactly():
     from scipy import stats as reference
 
-    from bench.stats import t_quantile
+    from bench.report.stats import t_quantile
 
     assert [t_quantile(n) for n in range(2, 101)] == [float(reference.t.ppf(0.975, n - 1)) for n in range(2, 101)]
     assert t_quantile(5) == pytest.approx(2.776, abs=1e-3)  # the textbook value for 4 degrees of freedom

@@ -12,9 +12,11 @@ from fixtures import plugin_path
 
 from bench import registry
 from bench.errors import UserError
-from bench.grid import Grid, TuningBudget
-from bench.spec import TRAINING_HPARAMS, make_spec
-from bench.studies import (
+from bench.execute.tuning import tune_locally
+from bench.execute.workers import WorkerPlan
+from bench.execute.workspace import Workspace
+from bench.plan.grid import Grid, TuningBudget
+from bench.plan.studies import (
     convergence,
     declaration,
     grid_budget,
@@ -26,9 +28,7 @@ from bench.studies import (
     tuned_overrides,
     tuned_path,
 )
-from bench.tuning import tune_locally
-from bench.workers import WorkerPlan
-from bench.workspace import Workspace
+from bench.spec import TRAINING_HPARAMS, make_spec
 
 
 def test_convergence_compares_the_first_two_thirds_with_all_trials():

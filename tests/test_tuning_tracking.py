@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 from bench.records import read_records
 
 
@@ -145,7 +145,7 @@ def test_two_workers_on_postgresql_share_a_study_and_a_grid(mini_mosaic, tmp_pat
 
 
 def test_tuning_ranges_follow_the_dataset(capsys):
-    from bench.studies import search_ranges
+    from bench.plan.studies import search_ranges
 
     voc = search_ranges("voc", "ll-r+boostlu")
     assert voc["lr"] == pytest.approx((1e-6, 1e-4))  # around VOC's 1e-5: the papers' value can be tried

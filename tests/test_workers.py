@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from fixtures import finish, metrics, write_grid
 
+from bench.execute.workers import WorkerPlan, plan_workers
 from bench.records import read_records
-from bench.workers import WorkerPlan, plan_workers
 
 
 @pytest.mark.parametrize("jobs, threads, device, cores, plan", [

@@ -9,10 +9,10 @@ import pandas as pd
 
 from bench import registry
 from bench.errors import UserError
-from bench.ledger import NO_CARRY, Ledger
+from bench.execute.ledger import NO_CARRY, Ledger
 from bench.numerics import describe
-from bench.recipes import RECIPES
-from bench.selection import RULES, rule_selection
+from bench.plan.recipes import RECIPES
+from bench.report.selection import RULES, rule_selection
 from bench.versions import code_version
 
 SETTING_COLUMNS = ["protocol", "label_seed", "backbone", "training", "numerics"]
@@ -43,7 +43,10 @@ def provenance_text(source: dict[str, Any]) -> str:
     """Where a row's hyperparameters came from, with the values the grid file or --set changed."""
     kind = source.get("kind", "defaults")
     if kind == "tuned":
-        text = f"tuned: {source.get('n_trials', '?')} trials, study {source.get('study', '?')}"
+        values = ", ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+                           for name, value in sorted((source.get("values") or {}).items()))
+        text = f"tuned: {source.get('n_trials', '?')} trials, study {source.get('study', '?')}" + (
+            f"; tuned values {values}" if values else "")
     elif kind == "paper":
         study = (f"; its grid study {source['study']} ({source.get('n_trials', '?')} trials)" if "study" in source
                  else "")
@@ -80,7 +83,7 @@ def current_records(records: list[dict[str, Any]], ledger: Ledger) -> list[dict[
 
 def selection_value(record: dict[str, Any], selection: str) -> float | None:
     """The test mAP of a record under `selection`: one the trainer picked, or a paper's rule replayed on the
-    curve (`bench.selection`)."""
+    curve (`bench.report.selection`)."""
     if selection == "paper":
         selection = record.get("hparam_source", {}).get("rule", "clean")
     if selection in RULES:
@@ -119,7 +122,7 @@ def records_frame(records: list[dict[str, Any]], ledger: Ledger = NO_CARRY) -> p
 
 
 def recipes_present(frame: pd.DataFrame) -> list[str]:
-    """The recipes of `frame`'s rows, in the leaderboard's order (`bench.recipes.RECIPES`)."""
+    """The recipes of `frame`'s rows, in the leaderboard's order (`bench.plan.recipes.RECIPES`)."""
     return [recipe for recipe in RECIPES if (frame.recipe == recipe).any()]
 
 

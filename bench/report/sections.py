@@ -1,7 +1,8 @@
-"""The leaderboard's tables beside the main variants x datasets ones (`bench.report`): the regime check, the BoostLU
+"""The leaderboard's tables beside the main variants x datasets ones (`bench.report.leaderboard`): the regime
+check, the BoostLU
 ablation and paired deltas, tuned − defaults, the tuning-convergence check and budget, the annotation-frequency
 groups, failures and details. Each builder returns (headers, rows) of text cells, or None when it has nothing to
-show; `bench.report` renders and places them.
+show; `bench.report.leaderboard` renders and places them.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from bench import stats
 from bench.groups import group_maps
-from bench.papers import papers
-from bench.tables import Cell, against_oracle, cells, finite, is_oracle, paired_boostlu
+from bench.plan.papers import papers
+from bench.report import stats
+from bench.report.tables import Cell, against_oracle, cells, finite, is_oracle, paired_boostlu
 
 
 def cell_text(cell: Cell | None, fmt: str) -> str:
@@ -162,7 +163,7 @@ def failure_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]] | Non
 def group_rows(frame: pd.DataFrame, records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:
     """Per variant and dataset whose records carry annotation-frequency groups (`bench.groups`, OpenImages): the
     mean over seeds of each group's mAP and of the all-class mAP (clean selection), beside the published ones
-    (bench/papers.toml [groups]) where they exist; None without such records."""
+    (bench/plan/papers.toml [groups]) where they exist; None without such records."""
     by_key = {r["run_key"]: r for r in records}
     published = papers()["groups"]["values"]
     rows, width = [], 0
@@ -191,8 +192,9 @@ def group_rows(frame: pd.DataFrame, records: list[dict[str, Any]]) -> tuple[list
 
 def tuning_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]] | None:
     """The tuning-convergence check of the tuned rows' studies: best validation mAP after two thirds of the trials
-    and after all of them, flagged when the last third still gained more than `bench.tuning.CONVERGENCE_GAIN`."""
-    from bench.studies import CONVERGENCE_GAIN
+    and after all of them, flagged when the last third still gained more than
+    `bench.execute.tuning.CONVERGENCE_GAIN`."""
+    from bench.plan.studies import CONVERGENCE_GAIN
 
     rows = []
     for (variant, dataset), runs in frame.groupby(["variant", "dataset"]):
@@ -214,7 +216,7 @@ def number(value: float | None) -> str:
 
 def budget_lines(frame: pd.DataFrame) -> list[str]:
     """The tuning budget(s) the tuned rows' studies ran under, one line each."""
-    from bench.grid import TuningBudget
+    from bench.plan.grid import TuningBudget
 
     budgets = {repr(source.get("budget")): source.get("budget") for source in frame.hparam_source}
     return [f"Tuning budget: {TuningBudget(**budget).describe()}." if budget else "Tuning budget: not recorded."

@@ -1,5 +1,5 @@
 """The carry-over ledger of a results folder: `results/carry-ledger.jsonl`, one JSON entry per line, appended by
-`pamlbench records carry` (`bench.carry`) and never rewritten.
+`pamlbench records carry` (`bench.execute.carry`) and never rewritten.
 
 An entry says: on the numerics it names, the code of version B computes the numbers that the records of version A
 hold, bit for bit, as a re-training of a sample of those records under B showed. From then on a run of code B on

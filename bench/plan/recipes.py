@@ -2,7 +2,7 @@
 recipe; the recipe is part of its RunSpec (so of its run key and record) and names the leaderboard table it goes to.
 
 - `tuned`: the best values of the variant's equal-budget study (`pamlbench tune`, saved in results/tuned/).
-- `paper`: the recipe of the variant's own paper on that dataset, as data in bench/papers.toml [recipes]: fixed
+- `paper`: the recipe of the variant's own paper on that dataset, as data in bench/plan/papers.toml [recipes]: fixed
   training settings and method hyperparameters, the epoch-selection rule its code reports, and, where the paper
   published only a search (Cole et al.'s batch size x learning rate, Large Loss Matters' delta_rel), that search as
   a grid study whose best setting by clean validation mAP is the recipe (`pamlbench tune --recipe paper`). A variant
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import UserError
-from bench.papers import papers
+from bench.plan.papers import papers
 from bench.spec import parse_variant
 
 RECIPES = ("tuned", "paper", "defaults")
@@ -39,7 +39,7 @@ DESCRIPTIONS = {
 class PaperRecipe:
     """One paper's recipe for one variant on one dataset: `settings` (trainer settings and method hyperparameters
     it fixes), `search` (name -> the values its grid study tries; empty when the paper published its values), and
-    `rule`, the epoch selection its code reports ('clean', 'zhou' or 'll', see bench.selection)."""
+    `rule`, the epoch selection its code reports ('clean', 'zhou' or 'll', see bench.report.selection)."""
 
     paper: str
     source: str
@@ -56,7 +56,7 @@ class PaperRecipe:
 
 
 def recipe_papers() -> dict[str, dict[str, Any]]:
-    """paper key -> its table in bench/papers.toml [recipes]."""
+    """paper key -> its table in bench/plan/papers.toml [recipes]."""
     return papers()["recipes"]
 
 

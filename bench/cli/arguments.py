@@ -148,24 +148,11 @@ def folder_or_new(path: str, option: str) -> Path:
     return folder.resolve()
 
 
-def head_address(address: str) -> tuple[str, int]:
-    """(host, port) of a HOST:PORT head address; UserError unless the port is ASCII digits in 1-65535. A bracketed
-    IPv6 literal is refused with a clear line (the head is given by IPv4 address or host name)."""
-    host, sep, port = address.rpartition(":")
-    usage = "give HOST:PORT of the Ray head (e.g. headnode:6379), ray://HOST:PORT, or auto"
-    if address.startswith("[") or host.count(":"):
-        raise UserError(f"--cluster {address}: IPv6 head addresses are not supported; give the head's IPv4 address "
-                        "or host name")
-    if not sep or not host or not (port.isascii() and port.isdigit()):
-        raise UserError(f"--cluster {address}: {usage}")
-    if not 1 <= int(port) <= 65535:
-        raise UserError(f"--cluster {address}: port {int(port)} is not in 1-65535; {usage}")
-    return host, int(port)
-
-
 def cluster_address(text: str) -> str:
     """An argparse type for --cluster: 'auto', ray://HOST:PORT, or HOST:PORT checked by `head_address`."""
     if text != "auto" and not text.startswith("ray://"):
+        from bench.execute.cluster import head_address
+
         try:
             head_address(text)
         except UserError as error:

@@ -18,7 +18,7 @@ from bench.spec import RunSpec, variant_trainer_hparams
 def value_origins(spec: RunSpec, source: dict[str, Any], *, cli: set[str],
                   grid_file: set[str]) -> dict[str, tuple[Any, str]]:
     """name -> (value, origin) of every trainer setting and method hyperparameter of `spec`, whose hyperparameter
-    source (`bench.grid.Grid.cells`) says which values its recipe set."""
+    source (`bench.plan.grid.Grid.cells`) says which values its recipe set."""
     values = {name: getattr(spec, name) for name in variant_trainer_hparams(spec.variant)}
     values.update(spec.method_hparams())
 

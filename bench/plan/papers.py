@@ -1,4 +1,4 @@
-"""The papers' setup as data (bench/papers.toml): published numbers, the BoostLU ablation's cells, the figures'
+"""The papers' setup as data (bench/plan/papers.toml): published numbers, the BoostLU ablation's cells, the figures'
 picks, the regime criteria and the `paper` recipes. The one place where the harness names concrete methods and
 datasets."""
 
@@ -14,5 +14,5 @@ PAPERS_FILE = Path(__file__).with_name("papers.toml")
 
 @cache
 def papers() -> dict[str, Any]:
-    """bench/papers.toml, parsed once."""
+    """bench/plan/papers.toml, parsed once."""
     return tomllib.loads(PAPERS_FILE.read_text())

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import checkpoints, registry
-from bench.claims import ClaimStore
-from bench.identity import run_identity, run_key
+from bench.execute.claims import ClaimStore
+from bench.execute.identity import run_identity, run_key
+from bench.execute.tracking import Tracker
+from bench.execute.workers import WorkerPlan, run_tasks
+from bench.execute.workspace import Workspace
 from bench.numerics import cpu_model
 from bench.records import RECORD_FORMAT, read_record, record_path, write_record
 from bench.spec import RunSpec
-from bench.tracking import Tracker
 from bench.versions import code_version, git_commit, package_versions
-from bench.workers import WorkerPlan, run_tasks
-from bench.workspace import Workspace
 
 STATES = ("trained", "failed", "recorded", "elsewhere", "lost")
 """What can become of a cell: see `Outcome`."""
@@ -205,7 +205,7 @@ def run_grid(cells: list[tuple[RunSpec, dict[str, Any]]], workspace: Workspace, 
              progress: bool = True) -> dict[str, int]:
     """Run every cell not yet recorded, printing one line per cell trained, failed, left to another worker or not
     trained, under one progress bar over the cells (on a terminal). With a `plan` of several jobs, the cells are
-    trained in that many local worker processes (`bench.workers`), each with the plan's thread count, which must
+    trained in that many local worker processes (`bench.execute.workers`), each with the plan's thread count, which must
     be this process's too: the run keys are computed here. Returns how many cells ended in each state."""
     from tqdm import tqdm
 

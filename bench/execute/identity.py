@@ -2,7 +2,8 @@
 
 `RunSpec.identity` gives the code version, the data fingerprint, torch's version and the numerics. `run_identity`
 completes it:
-- the code version as the results folder's carry-over ledger resolves it (`bench.ledger`): code proven to give the
+- the code version as the results folder's carry-over ledger resolves it (`bench.execute.ledger`): code proven to
+give the
   stored records' numbers is keyed as the version of those records;
 - backbone weights given as a file (`--weights FILE`) are in the spec by their path only, so a file replaced at the
   same path would find the records of the old one and train nothing: a silent wrong result. The file's SHA-256 is
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
-from bench.ledger import Ledger
+from bench.execute.ledger import Ledger
 from bench.spec import RunSpec
 
 BUILT_IN_WEIGHTS = (None, "none", "imagenet")

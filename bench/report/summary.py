@@ -3,7 +3,7 @@ the generated page of each recipe (`results/leaderboard-<recipe>.md`), where eve
 
 The table is the first recipe present (tuned before paper before defaults) read by clean validation, every variant,
 every dataset, with the average rank. The findings are computed from the same records, each with its number and
-interval, paired over seeds (`bench.stats`), and Holm-corrected within each finding's family:
+interval, paired over seeds (`bench.report.stats`), and Holm-corrected within each finding's family:
 - LL-R against AN, per dataset;
 - BoostLU per method (with − without), the family being every such pair of the recipe;
 - EM+APL against EM, per dataset;
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench import stats
-from bench.frame import recipes_present
-from bench.recipes import DESCRIPTIONS
-from bench.tables import PairedDelta, cells, is_oracle, paired_boostlu, paired_delta
+from bench.plan.recipes import DESCRIPTIONS
+from bench.report import stats
+from bench.report.frame import recipes_present
+from bench.report.tables import PairedDelta, cells, is_oracle, paired_boostlu, paired_delta
 
 MAX_LISTED = 6
 """The most pairs a finding lists by name before it counts the rest."""

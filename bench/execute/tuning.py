@@ -1,6 +1,6 @@
 """Hyperparameter tuning with Optuna: one study per (dataset, protocol, label seed, variant, backbone, epochs).
 
-- Study name and search space: `bench.studies`. A study is created with `load_if_exists`, so an interrupted search
+- Study name and search space: `bench.plan.studies`. A study is created with `load_if_exists`, so an interrupted search
   resumes and several `pamlbench tune` processes (one per GPU or machine) share one study through one storage; the
   same `n_trials` budget for all.
 - Trials train the grid's cell (its label draw, overrides and settings) with a seed outside the benchmark's seeds
@@ -27,11 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.claims import HEARTBEAT_SECONDS, process_owner
 from bench.errors import UserError, first_line, redact
-from bench.grid import Grid, TuningBudget
-from bench.records import RECORD_FORMAT, atomic_json
-from bench.search_rules import (
+from bench.execute.claims import HEARTBEAT_SECONDS, process_owner
+from bench.execute.workspace import Workspace
+from bench.plan.grid import Grid, TuningBudget
+from bench.plan.search_rules import (
     confirmation_candidates,
     confirmed,
     edge_side,
@@ -39,8 +39,7 @@ from bench.search_rules import (
     study_seed,
     widened,
 )
-from bench.spec import RunSpec
-from bench.studies import (
+from bench.plan.studies import (
     convergence,
     declaration,
     grid_budget,
@@ -50,7 +49,8 @@ from bench.studies import (
     study_space,
     tuned_path,
 )
-from bench.workspace import Workspace
+from bench.records import RECORD_FORMAT, atomic_json
+from bench.spec import RunSpec
 
 PRUNERS = ("median", "hyperband", "none")
 
@@ -75,7 +75,7 @@ def study_bases(grid: Grid, recipes: list[str], budget: TuningBudget) -> tuple[l
     """(the base spec of every study `tune` runs, the budget they share): under `tuned` (the default) each cell's
     equal-budget study; under `paper` the grid study of each variant whose paper published only its search. Other
     recipes, and papers that published their values, have nothing to search (UserError if nothing is left)."""
-    from bench.recipes import paper_recipe
+    from bench.plan.recipes import paper_recipe
 
     if set(recipes) - {"tuned", "paper"} or len(recipes) > 1:
         raise UserError("tune --recipe: give one of tuned (the equal-budget studies, the default) or paper (the "
@@ -170,7 +170,8 @@ def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget
 def fail_orphaned_trials(study, grace: float) -> list[int]:
     """Fail the RUNNING trials of `study` that no live worker owns, and retry each as Optuna retries a stale trial
     (its values, or its enqueued ones such as the defaults, in a new trial); return their numbers. A trial is
-    orphaned when its owner (trial attribute 'owner', `bench.claims.process_owner`, set as its objective starts) is
+    orphaned when its owner (trial attribute 'owner', `bench.execute.claims.process_owner`, set as its objective
+    starts) is
     a process of this machine that is gone, or when it has no owner and started more than `grace` seconds ago: its
     worker died between Optuna's ask and the objective, before or as the first heartbeat was recorded, and Optuna,
     which fails stale trials by their beats only, would leave it RUNNING for ever."""
@@ -179,7 +180,7 @@ def fail_orphaned_trials(study, grace: float) -> list[int]:
 
     from optuna.trial import TrialState
 
-    from bench.claims import owner_gone
+    from bench.execute.claims import owner_gone
 
     now = datetime.datetime.now()
     failed = []
@@ -240,7 +241,7 @@ def tune(grid: Grid, base: RunSpec, workspace: Workspace, budget: TuningBudget, 
          progress: bool = True, heartbeat: float = HEARTBEAT_SECONDS) -> dict[str, Any]:
     """Run (or resume, or join) the study of `base`'s cell until `budget.n_trials` trials are finished; save and
     return its summary {study, n_trials, best_value, best_params, ...}. Every trial's spec comes from `grid` (a
-    `bench.grid.Grid`): the cell with the suggested values, under the grid's overrides and label seed."""
+    `bench.plan.grid.Grid`): the cell with the suggested values, under the grid's overrides and label seed."""
     name = spec_study(base)
     study = open_study(grid, base, workspace.optuna_url(), budget, heartbeat)
     parent = start_parent(tracker, base, name)
@@ -286,7 +287,7 @@ def current_space(study, base: RunSpec, grid: Grid) -> dict[str, tuple[float, fl
 
 def search(study, grid: Grid, base: RunSpec, data_cache: Path, budget: TuningBudget, *, tracker=None,
            parent: str | None = None, progress: bool = True, worker: str | None = None) -> None:
-    """Run `study` under every rule of `budget` (`bench.search_rules`), resuming where it stopped: the first trials
+    """Run `study` under every rule of `budget` (`bench.plan.search_rules`), resuming where it stopped: the first trials
     enqueued, trials until the budget is reached, the confirmation of the best settings, a widening of each range
     whose winner sits at its edge (and more trials), and a second budget for a study still improving. Its state
     is kept in the study's attributes, so an interrupted search resumes; 'concluded' marks the end."""
@@ -324,7 +325,7 @@ def enqueue_first_trials(study, grid: Grid, base: RunSpec, budget: TuningBudget)
     """Enqueue the defaults (and the paper's values) as the first trials of a new study, when `budget` says so."""
     if budget.first_trials != "defaults" or budget.sampler == "grid" or study.get_trials(deepcopy=False):
         return
-    from bench.recipes import paper_recipe
+    from bench.plan.recipes import paper_recipe
 
     space = current_space(study, base, grid)
     defaults = {**{name: getattr(base, name) for name in ("lr", "boost_alpha") if name in space},
@@ -420,7 +421,7 @@ def trial_worker(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudg
                  worker: str | None = None) -> None:
     """Run trials of `base`'s study in a cluster task until the study reached its budget so far
     (`budget_reached`), counted over every worker; the driver then `advance`s the study."""
-    from bench.tracking import Tracker
+    from bench.execute.tracking import Tracker
 
     study = open_study(grid, base, storage_url, budget, heartbeat, sampler_offset)
     tracker = Tracker(Path(tracking[0]), tracking[1]) if tracking else None
@@ -431,7 +432,7 @@ def trial_worker(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudg
 def study_worker(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget, heartbeat: float,
                  tracking: tuple[str, str] | None, parent: str | None, data_cache: str) -> None:
     """Run `base`'s whole study under its budget's rules (`search`) in a local worker process."""
-    from bench.tracking import Tracker
+    from bench.execute.tracking import Tracker
 
     study = open_study(grid, base, storage_url, budget, heartbeat)
     tracker = Tracker(Path(tracking[0]), tracking[1]) if tracking else None
@@ -441,13 +442,13 @@ def study_worker(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudg
 def tune_locally(grid: Grid, bases: list[RunSpec], workspace: Workspace, budget: TuningBudget, plan, *,
                  on_summary: Callable[[dict[str, Any]], None], tracker=None,
                  heartbeat: float = HEARTBEAT_SECONDS) -> None:
-    """Tune the study of every base spec in local worker processes (`plan`: a `bench.workers.WorkerPlan`), and
+    """Tune the study of every base spec in local worker processes (`plan`: a `bench.execute.workers.WorkerPlan`), and
     call `on_summary` with each study's summary as soon as it finishes (it is saved by then). With one job, the
     studies run one after another in this process; otherwise each study is one task of the pool. Either way a
     study runs its trials one after another, in one process, so its trials and best values are the same whatever
     the number of jobs, and it ends when its budget's rules say (`search`). (Several processes on one study,
     through one storage, are `tune` commands started side by side; their samplers then differ.)"""
-    from bench.workers import run_tasks
+    from bench.execute.workers import run_tasks
 
     saved = {spec_study(base): saved_summary(workspace.tuned, spec_study(base), budget) for base in bases}
     for summary in filter(None, saved.values()):

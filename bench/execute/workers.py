@@ -83,7 +83,7 @@ def start_worker(threads: int, parent: int) -> None:
     import torch
     from tqdm import tqdm
 
-    from bench.signals import ignore_late_signals, stop_on_signal
+    from bench.execute.signals import ignore_late_signals, stop_on_signal
 
     die_with_parent(parent)
     torch.set_num_threads(threads)

@@ -1,7 +1,7 @@
 """Where a benchmark keeps its files, and every storage default in one place.
 
     results/                 run records (committed), tuned/ (best hyperparameters), figures/, tables/
-    results/carry-ledger.jsonl  code versions proven to give the stored records' numbers (`bench.ledger`)
+    results/carry-ledger.jsonl  code versions proven to give the stored records' numbers (`bench.execute.ledger`)
     results/.claims.sqlite   which worker trains which cell (default claims storage)
     .pamlbench/data/         built datasets (mosaics)
     .pamlbench/checkpoints/  epoch checkpoints of runs in progress, best-epoch weights of finished runs
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.ledger import Ledger, read_ledger
+from bench.execute.ledger import Ledger, read_ledger
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_CACHE = Path(".pamlbench")
@@ -55,7 +55,8 @@ class Workspace:
         return self.results / "tables"
 
     def ledger(self) -> Ledger:
-        """The carry-over ledger of the results folder (`bench.ledger`), which the run keys are computed with."""
+        """The carry-over ledger of the results folder (`bench.execute.ledger`), which the run keys are computed
+        with."""
         return read_ledger(self.results)
 
     def claims_url(self) -> str:

@@ -1,6 +1,6 @@
 """What a tuning study is, without running one: its name, what it searches, the budget of a paper's grid study,
 and a finished study's saved result (`results/tuned/<study>.json`) with its convergence check. Running studies is
-`bench.tuning`'s.
+`bench.execute.tuning`'s.
 
 - Study name: deterministic (`study_name`): one study per (dataset, protocol, label seed, variant, backbone and
   whether it is frozen, epochs), and under the `paper` recipe its paper's grid study ('/paper' at the end).
@@ -69,7 +69,7 @@ def study_space(base: RunSpec, fixed: Collection[str] = ()) -> dict[str, tuple[f
     """What the study of `base` searches, minus the names in `fixed` (a grid's overrides): under the `paper` recipe
     the values its paper's grid study tries (name -> list), otherwise `search_ranges` (name -> (low, high))."""
     if base.recipe == "paper":
-        from bench.recipes import paper_recipe
+        from bench.plan.recipes import paper_recipe
 
         space = paper_recipe(base.dataset, base.variant).search
     else:
@@ -81,7 +81,7 @@ def paper_settings(base: RunSpec) -> dict[str, Any]:
     """The settings `base`'s recipe fixes for every trial: its paper's under the `paper` recipe, none otherwise."""
     if base.recipe != "paper":
         return {}
-    from bench.recipes import paper_recipe
+    from bench.plan.recipes import paper_recipe
 
     return paper_recipe(base.dataset, base.variant).settings
 

@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from bench import registry
-from bench.arguments import (
+from bench.cli.arguments import (
     folder_argument,
     folder_or_new,
     input_file,
     output_file,
     parse_assignments,
 )
-from bench.backbone_weights import check_backbone_weights
-from bench.cluster import DEFAULT_RETRIES
+from bench.cli.backbone_weights import check_backbone_weights
+from bench.cli.parser import DEFAULT_GRID, FORMAT_SUFFIX, build_parser
 from bench.errors import UserError, one_line, quoted
-from bench.parser import DEFAULT_GRID, FORMAT_SUFFIX, build_parser
-from bench.signals import STOPPING, ignore_late_signals, stop_on_signal
-from bench.workspace import DEFAULT_CACHE, DEFAULT_RESULTS, Workspace
+from bench.execute.cluster import DEFAULT_RETRIES
+from bench.execute.signals import STOPPING, ignore_late_signals, stop_on_signal
+from bench.execute.workspace import DEFAULT_CACHE, DEFAULT_RESULTS, Workspace
 
 
 def workspace_from(args: argparse.Namespace) -> Workspace:
@@ -54,8 +54,8 @@ def cmd_list(args: argparse.Namespace) -> None:
         for name in registry.list_names("datasets", args.pattern):
             print(f"{name:16s} {registry.dataset_class(name).summary}")
         return
+    from bench.plan.studies import learning_rate_range, search_ranges
     from bench.spec import TRAINING_HPARAMS, trainer_defaults
-    from bench.studies import learning_rate_range, search_ranges
 
     dataset = args.dataset
     if dataset is None and args.pattern == "*":
@@ -95,15 +95,15 @@ def describe_range(bounds: tuple[float, float]) -> str:
 
 
 def cmd_data_info(args: argparse.Namespace) -> None:
-    from bench.datacard import dataset_card
+    from bench.data.datacard import dataset_card
 
     folder_argument(args.data, "--data")
     print(dataset_card(args.name, args.data, workspace_from(args).data_cache, args.label_seed))
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> None:
-    from bench.datacard import size_check
-    from bench.preparation import prepare
+    from bench.data.datacard import size_check
+    from bench.data.preparation import prepare
     from bench.prepared import PreparedDataset
 
     plugin = registry.load_dataset(args.name)
@@ -120,9 +120,9 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from bench.grid import load_grid, refuse_unkeyed_features
+    from bench.execute.runner import Outcome, outcome_line, run_spec
+    from bench.plan.grid import load_grid, refuse_unkeyed_features
     from bench.rundata import resolve_device
-    from bench.runner import Outcome, outcome_line, run_spec
     from bench.spec import make_spec
 
     overrides = parse_assignments(args.set)
@@ -163,7 +163,7 @@ def tracker_from(args: argparse.Namespace, workspace: Workspace):
     """The MLflow tracker, or None with --no-tracking."""
     if args.no_tracking:
         return None
-    from bench.tracking import Tracker
+    from bench.execute.tracking import Tracker
 
     return Tracker(workspace.cache, workspace.tracking_uri())
 
@@ -171,7 +171,7 @@ def tracker_from(args: argparse.Namespace, workspace: Workspace):
 def open_stores(args: argparse.Namespace, workspace: Workspace):
     """(claims, tracker): the stores a run writes to, opened remote ones first, so that a storage or tracking
     server that cannot be reached is an error before any local file is created."""
-    from bench.claims import ClaimStore
+    from bench.execute.claims import ClaimStore
 
     claims = ClaimStore(workspace.claims_url()) if workspace.storage else None
     workspace.check_writable()
@@ -181,7 +181,7 @@ def open_stores(args: argparse.Namespace, workspace: Workspace):
 
 def grid_from(args: argparse.Namespace):
     """The grid of benchmark.toml (or --config) narrowed by the command-line options, validated."""
-    from bench.grid import load_grid
+    from bench.plan.grid import load_grid
 
     overrides = parse_assignments(args.set)
     grid = load_grid(grid_file(args.config)).narrow(
@@ -202,8 +202,8 @@ def worker_plan(args: argparse.Namespace, grid):
         return None
     import torch
 
+    from bench.execute.workers import plan_workers
     from bench.rundata import resolve_device
-    from bench.workers import plan_workers
 
     plan = plan_workers(args.jobs, args.threads, resolve_device(grid.device))
     torch.set_num_threads(plan.threads)
@@ -211,7 +211,7 @@ def worker_plan(args: argparse.Namespace, grid):
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from bench.runner import remove_failed, run_grid
+    from bench.execute.runner import remove_failed, run_grid
 
     grid = grid_from(args)
     workspace = workspace_from(args)
@@ -236,7 +236,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         print(f"bench: {remove_failed([spec for spec, _ in cells], workspace, claims)} failed run(s) will be "
               "trained again")
     if args.cluster:
-        from bench.cluster import run_on_cluster
+        from bench.execute.cluster import run_on_cluster
 
         counts = run_on_cluster(cells, workspace, args.cluster, resources, options, device=requested_device,
                                 claims=claims, tracker=tracker)
@@ -255,11 +255,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def show_plan(args: argparse.Namespace, grid, cells, workspace: Workspace) -> None:
     """Print every cell with its settings' origins and whether it is recorded; train and write nothing."""
-    from bench.plan import print_plan
+    from bench.plan.show import print_plan
     from bench.records import record_path
 
     cli = set(parse_assignments(args.set))
-    from bench.identity import run_key
+    from bench.execute.identity import run_key
 
     ledger = workspace.ledger()
     keys = [run_key(spec, workspace.data_cache, ledger) for spec, _ in cells]
@@ -271,14 +271,14 @@ def join_cluster(args: argparse.Namespace) -> dict[str, float] | None:
     """The resources of the Ray cluster of --cluster (joined now, before anything local is written), or None."""
     if not args.cluster:
         return None
-    from bench.cluster import connect
+    from bench.execute.cluster import connect
 
     return connect(args.cluster)
 
 
 def task_options(args: argparse.Namespace, workspace: Workspace):
     """The Ray task options of --cluster (None without it); UserError for a cluster option given without it."""
-    from bench.cluster import TaskOptions
+    from bench.execute.cluster import TaskOptions
 
     if not args.cluster:
         given = [option for option, value in (("--gpus-per-cell", args.gpus_per_cell), ("--worker-cache",
@@ -293,7 +293,7 @@ def task_options(args: argparse.Namespace, workspace: Workspace):
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from bench.tuning import check_storage, study_bases, tune_locally
+    from bench.execute.tuning import check_storage, study_bases, tune_locally
 
     grid = grid_from(args)
     workspace = workspace_from(args)
@@ -306,8 +306,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     base_specs, budget = study_bases(spec_grid, args.recipe or ["tuned"], budget)
     check_backbone_weights(base_specs, imagenet_here=not (args.cluster or args.plan))
     if args.plan:
-        from bench.plan import print_plan, space_text
-        from bench.studies import paper_settings, study_space
+        from bench.plan.show import print_plan, space_text
+        from bench.plan.studies import paper_settings, study_space
 
         cli = set(parse_assignments(args.set))
         print(f"tune: each study {budget.describe()}")
@@ -324,7 +324,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     print(f"tune: {len(base_specs)} stud{'y' if len(base_specs) == 1 else 'ies'}, each {budget.describe()}",
           flush=True)
     if args.cluster:
-        from bench.cluster import tune_on_cluster
+        from bench.execute.cluster import tune_on_cluster
 
         for summary in tune_on_cluster(grid, base_specs, workspace, resources, options, budget,
                                        heartbeat=args.heartbeat, tracker=tracker):
@@ -346,7 +346,7 @@ def print_tune_summary(summary: dict[str, Any]) -> None:
 def report(workspace: Workspace, out: Path, fmt: str, force: bool) -> list[dict[str, Any]]:
     """Write the leaderboard `out` from the records of the results folder; returns those records."""
     from bench.records import read_records
-    from bench.report import write_report
+    from bench.report.leaderboard import write_report
 
     records = read_records(existing_results(workspace))
     written = write_report(records, out, workspace, fmt, force=force)
@@ -366,8 +366,8 @@ def existing_results(workspace: Workspace) -> Path:
 def figures(records: list[dict[str, Any]], workspace: Workspace, datasets: list[str], redraw: bool) -> None:
     """Draw the checkpoint figures of `datasets` from `records`: all of them when `redraw`, else only those
     missing."""
-    from bench.figures import checkpoint_figures
-    from bench.frame import current_records
+    from bench.report.figures import checkpoint_figures
+    from bench.report.frame import current_records
 
     records = current_records(records, workspace.ledger())
     for dataset in datasets:
@@ -387,8 +387,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> None:
-    from bench.figures import train_missing_weights
     from bench.records import read_records
+    from bench.report.figures import train_missing_weights
 
     workspace = workspace_from(args)
     for name in args.dataset or []:
@@ -398,7 +398,7 @@ def cmd_figures(args: argparse.Namespace) -> None:
         raise UserError(f"no run records in {workspace.results}: run `pamlbench bench` first or give --results")
     datasets = args.dataset or sorted({r["spec"]["dataset"] for r in records})
     if args.train:
-        from bench.frame import current_records
+        from bench.report.frame import current_records
 
         workspace.ensure_writable()
         for dataset in datasets:
@@ -407,8 +407,8 @@ def cmd_figures(args: argparse.Namespace) -> None:
 
 
 def cmd_records_carry(args: argparse.Namespace) -> None:
-    from bench.carry import carry, describe_entry
-    from bench.workers import available_cores
+    from bench.execute.carry import carry, describe_entry
+    from bench.execute.workers import available_cores
 
     workspace = workspace_from(args)
     existing_results(workspace)
@@ -420,7 +420,7 @@ def cmd_records_carry(args: argparse.Namespace) -> None:
 HANDLERS = {"list": cmd_list, "data info": cmd_data_info, "data prepare": cmd_data_prepare, "run": cmd_run,
             "bench": cmd_bench, "tune": cmd_tune, "report": cmd_report, "figures": cmd_figures,
             "records carry": cmd_records_carry}
-"""What each command does (its grammar is `bench.parser`'s)."""
+"""What each command does (its grammar is `bench.cli.parser`'s)."""
 
 
 def refuse_nul(argv: list[str]) -> None:

@@ -2,8 +2,8 @@
 
 This is the one path from user input to RunSpecs: the grid file is validated field by field (`GridFile`), the
 command line narrows it (`Grid.narrow`: datasets, variants, seeds, recipes, overrides, data folder, device, label
-seed), and `Grid.cells` builds each cell's RunSpec once, under each recipe of its dataset (`bench.recipes`: tuned,
-paper, defaults). `bench` and `tune` take their specs from here; `bench.runner.run_grid` runs them.
+seed), and `Grid.cells` builds each cell's RunSpec once, under each recipe of its dataset (`bench.plan.recipes`: tuned,
+paper, defaults). `bench` and `tune` take their specs from here; `bench.execute.runner.run_grid` runs them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bench import registry
 from bench.errors import UserError, field_error
 from bench.observation import COLE_SEED
-from bench.recipes import RECIPES, PaperRecipe, paper_recipe
+from bench.plan.recipes import RECIPES, PaperRecipe, paper_recipe
+from bench.plan.studies import spec_study, tuned_overrides
 from bench.rundata import resolve_device
 from bench.spec import (
     SEED_LIMIT,
@@ -29,7 +30,6 @@ from bench.spec import (
     parse_variant,
     variant_trainer_hparams,
 )
-from bench.studies import spec_study, tuned_overrides
 
 Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 Name = Annotated[str, Field(min_length=1)]
@@ -51,13 +51,14 @@ def refuse_unkeyed_features(spec: RunSpec) -> RunSpec:
 
 class TuningBudget(BaseModel):
     """The one budget every study of a grid gets (the grid file's `[tuning]` table; `tune` options override it):
-    a TPE sampler with `startup_trials` random trials first (or, for a paper's grid study, `bench.tuning.grid_budget`,
+    a TPE sampler with `startup_trials` random trials first (or, for a paper's grid study,
+    `bench.execute.tuning.grid_budget`,
     every setting of the grid), the pruner, and the seed of every trial's training (outside the benchmark's seeds).
     The objective is the best-epoch validation mAP on the `objective` labels (clean: the papers' protocol).
 
     `n_trials` counts finished (complete or pruned) trials, or with `count = "completed"` completed trials alone,
     pruned ones being extra up to `max_trials` finished ones (0: three times `n_trials`). The rules of
-    `bench.search_rules`, each off by default (the budget of the first tuned recipe): `first_trials = "defaults"`
+    `bench.plan.search_rules`, each off by default (the budget of the first tuned recipe): `first_trials = "defaults"`
     enqueues the defaults (and the paper's values) first; `sampler_seed = "per-study"` seeds each study's sampler
     from its name; `widen_edges` is how many times a range may widen when the winner sits at its edge (each
     widening adds half the budget); `confirm_seeds` re-trains the `confirm_top` best settings on those seeds and the

@@ -10,7 +10,7 @@ comment, a moved function) makes every record stale. The carry proves the edit c
 2. Each sampled cell is re-trained under today's code at the record's own thread count, in a scratch folder, and
    every number of the new record is compared with the stored one, bit for bit: the curve, the per-class AP, the
    selections, the headline results, the label checksum. Timings and provenance are not compared.
-3. If every one agrees, one entry is appended to the ledger (`bench.ledger`): today's code versions map to the
+3. If every one agrees, one entry is appended to the ledger (`bench.execute.ledger`): today's code versions map to the
    stored ones on the records' numerics, and from then on the report and `bench` take the stored records as
    today's. If one differs, the first cell and field that differ are named, nothing is written, and the command
    exits non-zero.
@@ -34,11 +34,11 @@ from typing import Any
 
 from bench import registry
 from bench.errors import UserError, quoted
-from bench.ledger import LEDGER_FORMAT, append_entry
+from bench.execute.ledger import LEDGER_FORMAT, append_entry
+from bench.execute.workspace import Workspace
 from bench.records import read_records
 from bench.spec import RunSpec
 from bench.versions import code_version, git_commit
-from bench.workspace import Workspace
 
 NOT_COMPARED = frozenset({"finished_at", "train_seconds", "peak_memory_mb", "git_commit", "cpu_model", "versions",
                           "code_version", "code_version_trained", "hparam_source"})
@@ -124,9 +124,9 @@ def retrain(spec_fields: dict[str, Any], stored_version: str, stored_key: str, t
     JSON gives it back} or {'mismatch': why this machine cannot re-train the cell} (runs in a worker process)."""
     import torch
 
-    from bench.identity import run_identity
-    from bench.ledger import NO_CARRY
-    from bench.runner import train_record
+    from bench.execute.identity import run_identity
+    from bench.execute.ledger import NO_CARRY
+    from bench.execute.runner import train_record
 
     torch.set_num_threads(threads)
     spec = RunSpec.from_dict(spec_fields)
@@ -153,7 +153,7 @@ def carry(workspace: Workspace, *, check_all: bool, jobs: int) -> dict[str, Any]
     the first cell and field) or cannot be re-trained here; nothing is written then."""
     from tqdm import tqdm
 
-    from bench.workers import WorkerPlan, run_tasks
+    from bench.execute.workers import WorkerPlan, run_tasks
 
     records = read_records(workspace.results)
     stale, versions = stale_records(records, workspace)

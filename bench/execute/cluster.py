@@ -32,16 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from bench import checkpoints
-from bench.arguments import head_address
-from bench.claims import ClaimStore
 from bench.errors import UserError, first_line
-from bench.identity import run_identity
-from bench.ledger import NO_CARRY, Ledger
+from bench.execute.claims import ClaimStore
+from bench.execute.identity import run_identity
+from bench.execute.ledger import NO_CARRY, Ledger
+from bench.execute.runner import Outcome, base_record, claim_or_skip, outcome_line, release_quietly, train_record
+from bench.execute.tracking import Tracker
+from bench.execute.workspace import Workspace
 from bench.records import write_record
-from bench.runner import Outcome, base_record, claim_or_skip, outcome_line, release_quietly, train_record
 from bench.spec import RunSpec
-from bench.tracking import Tracker
-from bench.workspace import Workspace
 
 EMBEDDED_GPU_SHARE = 0.25
 """GPU share of one cell of a built-in dataset (they are small); cells of prepared datasets take a whole GPU."""
@@ -66,6 +65,21 @@ class TaskOptions:
         if self.gpus is not None:
             return self.gpus
         return 1.0 if spec.data_dir else EMBEDDED_GPU_SHARE
+
+
+def head_address(address: str) -> tuple[str, int]:
+    """(host, port) of a HOST:PORT head address; UserError unless the port is ASCII digits in 1-65535. A bracketed
+    IPv6 literal is refused with a clear line (the head is given by IPv4 address or host name)."""
+    host, sep, port = address.rpartition(":")
+    usage = "give HOST:PORT of the Ray head (e.g. headnode:6379), ray://HOST:PORT, or auto"
+    if address.startswith("[") or host.count(":"):
+        raise UserError(f"--cluster {address}: IPv6 head addresses are not supported; give the head's IPv4 address "
+                        "or host name")
+    if not sep or not host or not (port.isascii() and port.isdigit()):
+        raise UserError(f"--cluster {address}: {usage}")
+    if not 1 <= int(port) <= 65535:
+        raise UserError(f"--cluster {address}: port {int(port)} is not in 1-65535; {usage}")
+    return host, int(port)
 
 
 def connect(address: str) -> dict[str, float]:
@@ -263,7 +277,7 @@ def tune_worker(grid, base: RunSpec, storage_url: str, budget, sampler_offset: i
     import ray
     import torch
 
-    from bench.tuning import trial_worker
+    from bench.execute.tuning import trial_worker
 
     torch.set_num_threads(options.threads)
     trial_worker(grid, base, storage_url, budget, sampler_offset, heartbeat, tracking, parent,
@@ -280,8 +294,8 @@ def tune_on_cluster(grid, bases: list[RunSpec], workspace: Workspace, resources:
     import ray
     from ray.exceptions import RayError
 
-    from bench.studies import spec_study
-    from bench.tuning import advance, enqueue_first_trials, open_study, start_parent, summarize
+    from bench.execute.tuning import advance, enqueue_first_trials, open_study, start_parent, summarize
+    from bench.plan.studies import spec_study
 
     device = cluster_device(grid.device, resources)
     worker_grid = grid.narrow(device=device)

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.claims import dead_local_worker, worker_name
 from bench.errors import UserError
+from bench.execute.claims import dead_local_worker, worker_name
 from bench.spec import RunSpec
 from bench.versions import git_commit, package_versions
 

@@ -1,5 +1,5 @@
-"""The `pamlbench` command-line grammar: every command, its options and their checks (`bench.arguments`); what the
-commands do is `bench.cli`'s."""
+"""The `pamlbench` command-line grammar: every command, its options and their checks (`bench.cli.arguments`); what the
+commands do is `bench.cli.main`'s."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.arguments import (
+from bench.cli.arguments import (
     SEED,
     OneLineParser,
     cluster_address,
@@ -16,11 +16,11 @@ from bench.arguments import (
     positive_seconds,
     weights_argument,
 )
-from bench.claims import HEARTBEAT_SECONDS
-from bench.cluster import DEFAULT_RETRIES, EMBEDDED_GPU_SHARE
+from bench.execute.claims import HEARTBEAT_SECONDS
+from bench.execute.cluster import DEFAULT_RETRIES, EMBEDDED_GPU_SHARE
+from bench.execute.workspace import DEFAULT_CACHE, DEFAULT_RESULTS
 from bench.observation import COLE_SEED
-from bench.recipes import RECIPES
-from bench.workspace import DEFAULT_CACHE, DEFAULT_RESULTS
+from bench.plan.recipes import RECIPES
 
 DESCRIPTION = ("The `pamlbench` command line: list, data info, data prepare, run, bench, tune, report, figures, "
                "records carry.")

@@ -1,6 +1,7 @@
 """Numbers behind the leaderboard, computed from a frame of run records (one row per record, see
-`bench.frame.records_frame`): per-cell statistics over seeds, tie groups and ranks (`bench.stats`), and paired
-BoostLU differences. Rendering (Markdown, LaTeX, CSV) lives in `bench.report`; nothing here formats text.
+`bench.report.frame.records_frame`): per-cell statistics over seeds, tie groups and ranks (`bench.report.stats`),
+and paired
+BoostLU differences. Rendering (Markdown, LaTeX, CSV) lives in `bench.report.leaderboard`; nothing here formats text.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bench import registry, stats
+from bench import registry
 from bench.errors import UserError
+from bench.report import stats
 from bench.spec import parse_variant
 
 
@@ -98,7 +100,7 @@ class PairedDelta:
 
 
 def paired_delta(method: str, dataset: str, delta: list[float]) -> PairedDelta:
-    """The statistics of one pair's per-seed differences `delta` (`bench.stats`)."""
+    """The statistics of one pair's per-seed differences `delta` (`bench.report.stats`)."""
     return PairedDelta(method, dataset, stats.mean(delta), stats.half_width(delta), sum(d > 0 for d in delta),
                        len(delta), stats.excludes_zero(delta), stats.paired_p_value(delta),
                        stats.equivalence_p_value(delta))
@@ -106,7 +108,7 @@ def paired_delta(method: str, dataset: str, delta: list[float]) -> PairedDelta:
 
 def paired_boostlu(frame: pd.DataFrame, column: str) -> list[PairedDelta]:
     """For every method run with and without BoostLU on the same dataset and seeds, with the same batch size, head
-    learning rate and selection rule (`bench.frame.pairing_text`; under the `paper` recipe BoostLU's settings may
+    learning rate and selection rule (`bench.report.frame.pairing_text`; under the `paper` recipe BoostLU's settings may
     differ from the method's own, and such a difference is not BoostLU's effect): the per-seed differences of
     `column`, their mean and 95 % interval, on how many seeds they are positive, and their tests."""
     table = cells(frame, column)

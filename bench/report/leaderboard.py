@@ -6,7 +6,7 @@ runs that differ in any of these are never averaged in one cell. Every run yield
 test mAP at the epoch of best clean validation mAP (the papers' protocol), at the epoch of best observed-label
 validation mAP (realistic: no clean labels), and at the last epoch (no early stopping); each gets its table. In a
 table a row is a method variant (with where its hyperparameters came from), a column a dataset, a cell the mean ±
-the half width of the 95 % confidence interval over seeds (`bench.stats`). The best and second groups of
+the half width of the 95 % confidence interval over seeds (`bench.report.stats`). The best and second groups of
 partial-label variants are marked, ties inside the noise sharing a mark, and the average rank treats them as ties;
 the full-label oracle is an upper reference row and never ranked. Failed runs are shown as failures, never as
 numbers. Records written by other code than the current one (a different code version) are left out and counted.
@@ -24,12 +24,13 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench.errors import UserError
-from bench.frame import SELECTIONS, SETTING_COLUMNS, current_records, file_slug, recipes_present, records_frame
-from bench.ledger import NO_CARRY, Ledger
-from bench.papers import papers
-from bench.recipes import DESCRIPTIONS
+from bench.execute.ledger import NO_CARRY, Ledger
+from bench.execute.workspace import Workspace
+from bench.plan.papers import papers
+from bench.plan.recipes import DESCRIPTIONS
 from bench.records import atomic_text
-from bench.sections import (
+from bench.report.frame import SELECTIONS, SETTING_COLUMNS, current_records, file_slug, recipes_present, records_frame
+from bench.report.sections import (
     ablation_rows,
     boostlu_pair_rows,
     budget_lines,
@@ -44,9 +45,8 @@ from bench.sections import (
     tuning_rows,
     variant_details,
 )
-from bench.summary import summary_markdown
-from bench.tables import average_ranks, cells, is_oracle, placements, variant_order
-from bench.workspace import Workspace
+from bench.report.summary import summary_markdown
+from bench.report.tables import average_ranks, cells, is_oracle, placements, variant_order
 
 FORMATS = ("md", "csv", "latex")
 
@@ -81,7 +81,7 @@ def selections_of(recipe: str) -> dict[str, str]:
 
 def comparable(frame: pd.DataFrame, variant: str, dataset: str) -> bool:
     """True when the runs of (variant, dataset) ran, without overrides, the recipe of the paper whose number
-    bench/papers.toml [main] quotes for the variant: only then is ours − paper a like-for-like Δ."""
+    bench/plan/papers.toml [main] quotes for the variant: only then is ours − paper a like-for-like Δ."""
     runs = frame[(frame.variant == variant) & (frame.dataset == dataset)]
     quoted = papers()["main"]["recipes"].get(variant)
     return bool(len(runs)) and all(source.get("kind") == "paper" and source.get("paper") == quoted
@@ -322,7 +322,7 @@ def write_report(records: list[dict[str, Any]], out: Path, workspace: Workspace,
     if fmt != "md":
         atomic_text(out, table_export(records, fmt, ledger))
         return [out]
-    from bench.figures import checkpoint_figure_names, record_figures
+    from bench.report.figures import checkpoint_figure_names, record_figures
 
     frame = records_frame(records, ledger)
     figures = record_figures(frame, records, workspace.figures)
@@ -354,7 +354,7 @@ def write_report(records: list[dict[str, Any]], out: Path, workspace: Workspace,
 
 def summary_text(sections: list[tuple[tuple, pd.DataFrame]], pages: list[tuple[str, str]], figures_link: str,
                  figures: list[tuple[str, str]], results: str, stale: int) -> str:
-    """leaderboard.md: the first screen (`bench.summary`), with a line of figure links."""
+    """leaderboard.md: the first screen (`bench.report.summary`), with a line of figure links."""
     titled = [(setting_title(setting), frame) for setting, frame in sections]
     main_table = ""
     if titled:

@@ -2,7 +2,7 @@
 
 From the records alone (`record_figures`, drawn by every report):
 - validation curves: validation mAP (clean labels) per epoch, mean over seeds with its 95 % confidence band, one
-  small panel per method of the papers' figures (`bench/papers.toml`), without (solid) and with BoostLU (dashed);
+  small panel per method of the papers' figures (`bench/plan/papers.toml`), without (solid) and with BoostLU (dashed);
 - memorisation: per epoch, the share of the training set's false negatives (truly positive, not observed) that the
   model scores below 0.5 during the training pass (`bench.trainer.Trainer.train_epoch`), as in Kim et al.'s Large
   Loss Matters (CVPR 2022), Figure 1: assume negative vs its large-loss fix vs the full-label oracle.
@@ -32,21 +32,22 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from bench import checkpoints, stats  # noqa: E402
+from bench import checkpoints  # noqa: E402
 from bench.errors import UserError  # noqa: E402
-from bench.frame import file_slug, recipes_present  # noqa: E402
-from bench.identity import run_key  # noqa: E402
-from bench.ledger import ledger_path  # noqa: E402
+from bench.execute.identity import run_key  # noqa: E402
+from bench.execute.ledger import ledger_path  # noqa: E402
+from bench.execute.workspace import Workspace  # noqa: E402
 from bench.model import boostlu, build_model  # noqa: E402
-from bench.papers import papers  # noqa: E402
-from bench.recipes import RECIPES  # noqa: E402
+from bench.plan.papers import papers  # noqa: E402
+from bench.plan.recipes import RECIPES  # noqa: E402
 from bench.records import atomic_write  # noqa: E402
+from bench.report import stats  # noqa: E402
+from bench.report.frame import file_slug, recipes_present  # noqa: E402
 from bench.rundata import load_splits, normalise  # noqa: E402
 from bench.spec import TRAINING_HPARAMS, RunSpec  # noqa: E402
-from bench.workspace import Workspace  # noqa: E402
 
 FIGURE_GROUPS = ["protocol", "label_seed", "backbone", "training", "epochs", "numerics"]
-"""What separates two figures of one dataset: a leaderboard setting (`bench.frame.SETTING_COLUMNS`) and, unlike
+"""What separates two figures of one dataset: a leaderboard setting (`bench.report.frame.SETTING_COLUMNS`) and, unlike
 the tables, also the number of epochs (curves of different lengths are never drawn in one panel)."""
 
 
@@ -140,7 +141,7 @@ def memorisation(by_key, keys: dict[str, list[str]], variants: list[str], datase
 
 def pick(records: list[dict[str, Any]], dataset: str, variant: str) -> dict[str, Any] | None:
     """The finished record of `variant` on `dataset` with the smallest seed, of the first recipe that has one (tuned
-    before paper before defaults), among `records`, the current-code records (`bench.frame.current_records`);
+    before paper before defaults), among `records`, the current-code records (`bench.report.frame.current_records`);
     hand-set and frozen-backbone runs (whose checkpoints hold the head alone) are never picked."""
     found = [r for r in records if r["status"] == "done" and r["variant"] == variant
              and r["spec"]["dataset"] == dataset and r.get("hparam_source", {}).get("kind") != "manual"
@@ -163,7 +164,7 @@ def train_missing_weights(records: list[dict[str, Any]], dataset: str, workspace
     """Train again, into a scratch results folder, each cell the checkpoint figures of `dataset` read whose best-epoch
     weights are missing here, at the record's thread count. Only a cell whose run key this machine reproduces (the
     same code, data and numerics) is trained: its weights are then the recorded run's."""
-    from bench.runner import run_spec
+    from bench.execute.runner import run_spec
 
     for record in picked_records(records, dataset):
         if checkpoints.best_file(workspace.checkpoints, record["run_key"]).exists():

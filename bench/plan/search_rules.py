@@ -1,6 +1,6 @@
 """The rules of a tuning study that need no training: which trials come first, each study's sampler seed, when a
 winner sits at the edge of its range and how the range then widens, and which setting the confirmation on several
-seeds picks. `bench.tuning` runs the studies under them; the grid file's `[tuning]` table turns each on.
+seeds picks. `bench.execute.tuning` runs the studies under them; the grid file's `[tuning]` table turns each on.
 
 - First trials (`first_trials`): the variant's defaults, and its paper's values where a paper published some for
   the dataset, are enqueued before any sampled trial, so a study can never end worse on validation than the

@@ -1,0 +1,1 @@
+"""Preparing real datasets from their official files (`preparation`) and describing datasets (`datacard`)."""
