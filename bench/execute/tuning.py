@@ -73,15 +73,21 @@ def suggest(trial, method: str, space: dict[str, tuple[float, float] | list[Any]
 
 def study_bases(grid: Grid, recipes: list[str], budget: TuningBudget) -> tuple[list[RunSpec], TuningBudget]:
     """(the base spec of every study `tune` runs, the budget they share): under `tuned` (the default) each cell's
-    equal-budget study; under `paper` the grid study of each variant whose paper published only its search. Other
+    equal-budget study; under `tuned-observed` the same studies scored on observed labels (the budget's objective
+    becomes 'observed'); under `paper` the grid study of each variant whose paper published only its search. Other
     recipes, and papers that published their values, have nothing to search (UserError if nothing is left)."""
-    from bench.plan.recipes import paper_recipe
+    from bench.plan.recipes import TUNED_OBJECTIVE, paper_recipe
 
-    if set(recipes) - {"tuned", "paper"} or len(recipes) > 1:
-        raise UserError("tune --recipe: give one of tuned (the equal-budget studies, the default) or paper (the "
-                        "papers' grid studies); the defaults recipe has nothing to search")
-    if recipes == ["tuned"]:
-        return [grid.base_spec(dataset, variant, budget.seed) for dataset in grid.datasets
+    if set(recipes) - {*TUNED_OBJECTIVE, "paper"} or len(recipes) > 1:
+        raise UserError("tune --recipe: give one of tuned (the equal-budget studies, the default), tuned-observed "
+                        "(the same, scored on observed labels) or paper (the papers' grid studies); the defaults "
+                        "recipe has nothing to search")
+    if recipes[0] in TUNED_OBJECTIVE:
+        recipe = recipes[0]
+        kind = "tuned-observed" if recipe == "tuned-observed" else "defaults"
+        if recipe == "tuned-observed" and budget.objective != "observed":
+            budget = budget.model_copy(update={"objective": "observed"})
+        return [grid.base_spec(dataset, variant, budget.seed, recipe=kind) for dataset in grid.datasets
                 for variant in grid.variants], budget
     bases, skipped = [], []
     for dataset in grid.datasets:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bench import registry
 from bench.errors import UserError, field_error
 from bench.observation import COLE_SEED
-from bench.plan.recipes import RECIPES, PaperRecipe, paper_recipe
+from bench.plan.recipes import RECIPES, TUNED_OBJECTIVE, PaperRecipe, paper_recipe
 from bench.plan.studies import spec_study, tuned_overrides
 from bench.rundata import resolve_device
 from bench.spec import (
@@ -188,11 +188,13 @@ class Grid:
                       protocol=self.protocol, label_seed=self.label_seed, device=resolve_device(self.device),
                       data_dir=self.data_dirs.get(dataset), strict=False, recipe=recipe, weights=self.weights))
 
-    def study(self, dataset: str, variant: str, paper: PaperRecipe | None = None) -> str:
-        """The tuning study name of (dataset, variant) under this grid's settings: the equal-budget study, or with
-        `paper`, the grid study of that paper's search (a different study, with '/paper' at the end)."""
+    def study(self, dataset: str, variant: str, paper: PaperRecipe | None = None, recipe: str = "tuned") -> str:
+        """The tuning study name of (dataset, variant) under this grid's settings: the equal-budget study of the
+        tuned `recipe` ('/observed' at the end for tuned-observed), or with `paper`, the grid study of that paper's
+        search (a different study, with '/paper' at the end)."""
+        kind = "paper" if paper else "tuned-observed" if recipe == "tuned-observed" else "defaults"
         return spec_study(self.base_spec(dataset, variant, self.tuning.seed, paper.settings if paper else None,
-                                         "paper" if paper else "defaults"))
+                                         kind))
 
     def with_overrides(self, source: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         """`source` plus, under 'overrides', the resolved values of this grid's overrides that `spec` uses (from
@@ -209,9 +211,10 @@ class Grid:
         only its search, the best values of that search's grid study."""
         if recipe == "defaults":
             return {}, {"kind": "defaults"}
-        if recipe == "tuned":
-            found = tuned_overrides(tuned, self.study(dataset, variant))
-            return found or f"no tuned study for {variant} on {dataset} (run `pamlbench tune`)"
+        if recipe in TUNED_OBJECTIVE:
+            found = tuned_overrides(tuned, self.study(dataset, variant, recipe=recipe))
+            command = "pamlbench tune" + (f" --recipe {recipe}" if recipe != "tuned" else "")
+            return found or f"no {recipe} study for {variant} on {dataset} (run `{command}`)"
         try:
             paper = paper_recipe(dataset, variant)
         except UserError as error:

@@ -1,7 +1,9 @@
 """Recipes: where a cell's training settings and hyperparameters come from. Each cell of a grid is run under one
 recipe; the recipe is part of its RunSpec (so of its run key and record) and names the leaderboard table it goes to.
 
-- `tuned`: the best values of the variant's equal-budget study (`pamlbench tune`, saved in results/tuned/).
+- `tuned`: the best values of the variant's equal-budget study (`pamlbench tune`, saved in results/tuned/), scored
+  on clean validation labels; `tuned-observed`: the same study scored on the observed labels alone (`pamlbench tune
+  --recipe tuned-observed`; its study's name ends in '/observed'), for the realistic table.
 - `paper`: the recipe of the variant's own paper on that dataset, as data in bench/plan/papers.toml [recipes]: fixed
   training settings and method hyperparameters, the epoch-selection rule its code reports, and, where the paper
   published only a search (Cole et al.'s batch size x learning rate, Large Loss Matters' delta_rel), that search as
@@ -25,11 +27,18 @@ from bench.errors import UserError
 from bench.plan.papers import papers
 from bench.spec import parse_variant
 
-RECIPES = ("tuned", "paper", "defaults")
+RECIPES = ("tuned", "tuned-observed", "paper", "defaults")
 """Every recipe, in the leaderboard's order."""
+
+TUNED_OBJECTIVE = {"tuned": "clean", "tuned-observed": "observed"}
+"""The tuned recipes and the validation labels each one's studies are scored on: `tuned-observed` chooses its
+hyperparameters (and each trial's epoch) on the observed labels alone, so that its observed-selection table uses no
+clean label anywhere."""
 
 DESCRIPTIONS = {
     "tuned": "every variant tuned with the same budget, at its study's best values",
+    "tuned-observed": "every variant tuned with the same budget on observed-label validation mAP (no clean label "
+                      "used anywhere), at its study's best values",
     "paper": "each method's own paper: its settings on that dataset and its epoch-selection rule",
     "defaults": "the dataset's default settings and each method's declared defaults",
 }

@@ -36,10 +36,13 @@ def trained_part(backbone: str, frozen: bool) -> str:
 
 
 def spec_study(spec: RunSpec) -> str:
-    """The study of `spec`'s cell: the equal-budget study, or under the `paper` recipe its paper's grid study."""
+    """The study of `spec`'s cell: the equal-budget study, under the `tuned-observed` recipe its study scored on
+    observed labels ('/observed'), or under the `paper` recipe its paper's grid study ('/paper')."""
     name = study_name(spec.dataset, spec.protocol, spec.label_seed, spec.variant, trained_part(spec.backbone,
                       spec.freeze_backbone), spec.epochs)
-    return f"{name}/paper" if spec.recipe == "paper" else name
+    if spec.recipe == "paper":
+        return f"{name}/paper"
+    return f"{name}/observed" if spec.recipe == "tuned-observed" else name
 
 
 def tuned_path(tuned: Path, name: str) -> Path:

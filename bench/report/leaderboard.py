@@ -27,7 +27,7 @@ from bench.errors import UserError
 from bench.execute.ledger import NO_CARRY, Ledger
 from bench.execute.workspace import Workspace
 from bench.plan.papers import papers
-from bench.plan.recipes import DESCRIPTIONS
+from bench.plan.recipes import DESCRIPTIONS, TUNED_OBJECTIVE
 from bench.records import atomic_text
 from bench.report.frame import SELECTIONS, SETTING_COLUMNS, current_records, file_slug, recipes_present, records_frame
 from bench.report.sections import (
@@ -91,7 +91,7 @@ def comparable(frame: pd.DataFrame, variant: str, dataset: str) -> bool:
 def still_improving(frame: pd.DataFrame) -> set[tuple[str, str]]:
     """(variant, dataset) of the tuned rows whose study was still improving after its budget (and its second one,
     where the budget gives one)."""
-    tuned = frame[frame.recipe == "tuned"]
+    tuned = frame[frame.recipe.isin(TUNED_OBJECTIVE)]
     return {(row.variant, row.dataset) for row in tuned.itertuples()
             if (row.hparam_source.get("convergence") or {}).get("improving")}
 
@@ -199,7 +199,7 @@ def recipe_lines(frame: pd.DataFrame, records: list[dict[str, Any]], only: str |
         regime = regime_rows(runs, records)
         missed = [row[0] for row in regime[1] if "NO" in row] if regime else []
         lines += [f"### Recipe: {recipe} ({DESCRIPTIONS[recipe]})", ""]
-        if recipe == "tuned":
+        if recipe in TUNED_OBJECTIVE:
             lines += budget_lines(runs)
         for selection, title in selections_of(recipe).items():
             lines += [selection_heading(title, selection, recipe, missed), "",
@@ -216,17 +216,18 @@ def recipe_lines(frame: pd.DataFrame, records: list[dict[str, Any]], only: str |
             lines += ["#### mAP by annotation frequency (clean selection; group 1 = the classes with the fewest "
                       f"training annotations; published: {papers()['groups']['source']})", "",
                       markdown_table(*groups), ""]
-        convergence = tuning_rows(runs) if recipe == "tuned" else None
+        convergence = tuning_rows(runs) if recipe in TUNED_OBJECTIVE else None
         if convergence:
             flagged = sum(row[-1] != "no" for row in convergence[1])
             lines += ["#### Tuning convergence (best validation mAP of each study after two thirds of its trials "
                       "and after all)", "", markdown_table(*convergence), "",
                       f"{flagged} of {len(convergence[1])} studies flagged as still improving.", ""]
-    flagged = still_improving(frame)
-    if flagged and only in (None, "tuned"):
-        lines += [f"† the study of this row was still improving after its budget ({len(flagged)} of "
-                  f"{frame[frame.recipe == 'tuned'].groupby(['variant', 'dataset']).ngroups} studies): its tuned "
-                  "values may be far from its best.", ""]
+    shown = frame if only is None else frame[frame.recipe == only]
+    flagged = still_improving(shown)
+    if flagged:
+        studies = shown[shown.recipe.isin(TUNED_OBJECTIVE)].groupby(["recipe", "variant", "dataset"]).ngroups
+        lines += [f"† the study of this row was still improving after its budget ({len(flagged)} of {studies} "
+                  "studies): its tuned values may be far from its best.", ""]
     deltas = recipe_delta_rows(frame, "tuned", "defaults") if only in (None, "tuned") else None
     if deltas:
         lines += ["### Tuned − defaults, paired per seed, clean selection", "", markdown_table(*deltas), ""]

@@ -138,6 +138,10 @@ def summary_markdown(sections: list[tuple[str, pd.DataFrame]], main_table: str, 
               "## Findings", "",
               f"Paired over seeds, {recipe} recipe, clean selection; p-values Holm-corrected within each line.", "",
               *findings(runs), ""]
+    if recipe == "tuned" and "tuned-observed" not in recipes_present(frame):
+        lines += ["The tuned recipe's observed-selection table uses hyperparameters chosen on clean validation labels; "
+                  "the `tuned-observed` recipe, tuned on observed labels alone, has no records yet (`pamlbench tune "
+                  "--recipe tuned-observed`, then `pamlbench bench --recipe tuned-observed`).", ""]
     if len(sections) > 1:
         lines += [f"{len(sections) - 1} other setting(s): " + "; ".join(t for t, _ in sections[1:])
                   + " (see the pages).", ""]
