@@ -132,8 +132,8 @@ def test_every_boostlu_variant_runs_the_boostlu_paper_s_recipe_and_only_on_its_d
 def test_recipe_names_are_checked_where_they_are_given():
     assert check_recipes(["tuned", "tuned-observed", "paper", "defaults"], "--recipe") == ["tuned", "tuned-observed",
                                                                                   "paper", "defaults"]
-    with pytest.raises(UserError, match="^grid.toml: unknown recipe 'papers'; use one of tuned, tuned-observed,
-    paper, defaults$"):
+    with pytest.raises(UserError, match="^grid.toml: unknown recipe 'papers'; use one of tuned, tuned-observed, "
+                                        "paper, defaults$"):
         check_recipes(["tuned", "papers"], "grid.toml")
 
 
