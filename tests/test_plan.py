@@ -32,3 +32,17 @@ def test_tune_plan_shows_the_budget_and_the_search_space(project, cache_root, ca
     assert out[0].startswith("tune: each study 7 finished trials per study; TPE sampler (seed 100")
     assert out[1].startswith("digits-mosaic an seed=100 recipe=defaults [to tune: searches lr in [0.0003, 0.03]]")
     assert snapshot(project) == before
+
+
+def test_the_grid_keeps_where_each_override_was_set(tmp_path):
+    from bench.plan.grid import load_grid
+
+    path = tmp_path / "grid.toml"
+    path.write_text("datasets = ['digits-mosaic']\nvariants = ['an']\nseeds = [0]\n[overrides]\nepochs = 2\n"
+                    "batch_size = 16\n")
+    grid = load_grid(path)
+    assert grid.origin_of("epochs") == "grid file" and grid.origin_of("lr") is None
+    narrowed = grid.narrow(overrides={"lr": "0.01", "epochs": "3"})
+    assert narrowed.origin_of("lr") == "--set" and narrowed.origin_of("epochs") == "--set"  # the command line wins
+    assert narrowed.origin_of("batch_size") == "grid file" and narrowed.overrides["epochs"] == "3"
+    assert grid.origin_of("epochs") == "grid file"  # narrowing makes a new grid

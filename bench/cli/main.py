@@ -255,16 +255,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def show_plan(args: argparse.Namespace, grid, cells, workspace: Workspace) -> None:
     """Print every cell with its settings' origins and whether it is recorded; train and write nothing."""
+    from bench.execute.identity import run_key
     from bench.plan.show import print_plan
     from bench.records import record_path
-
-    cli = set(parse_assignments(args.set))
-    from bench.execute.identity import run_key
 
     ledger = workspace.ledger()
     keys = [run_key(spec, workspace.data_cache, ledger) for spec, _ in cells]
     statuses = ["recorded" if record_path(workspace.results, key).exists() else "to train" for key in keys]
-    print_plan(cells, statuses, cli=cli, grid_file=set(grid.overrides) - cli)
+    print_plan(cells, statuses, grid)
 
 
 def join_cluster(args: argparse.Namespace) -> dict[str, float] | None:
@@ -309,12 +307,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
         from bench.plan.show import print_plan, space_text
         from bench.plan.studies import paper_settings, study_space
 
-        cli = set(parse_assignments(args.set))
         print(f"tune: each study {budget.describe()}")
         statuses = [f"to tune: searches {space_text(study_space(spec, grid.overrides))}" for spec in base_specs]
         sources = [{"kind": spec.recipe, "values": paper_settings(spec)} for spec in base_specs]
-        print_plan(list(zip(base_specs, sources, strict=True)), statuses, cli=cli,
-                   grid_file=set(grid.overrides) - cli)
+        print_plan(list(zip(base_specs, sources, strict=True)), statuses, grid)
         return
     resources = join_cluster(args)
     if workspace.storage:

@@ -148,18 +148,29 @@ class Grid:
     recipes: list[str] | None = None
     weights: str | None = None
     tuning: TuningBudget = field(default_factory=TuningBudget)
+    override_origins: dict[str, str] = field(default_factory=dict)
+
+    def origin_of(self, name: str) -> str | None:
+        """Where the override `name` was set: '--set' (the command line), 'grid file' (its [overrides]), or None
+        when it is not overridden."""
+        if name not in self.overrides:
+            return None
+        return self.override_origins.get(name, "grid file")
 
     def narrow(self, *, datasets: list[str] | None = None, variants: list[str] | None = None,
                seeds: list[int] | None = None, overrides: dict[str, Any] | None = None, data: str | None = None,
                device: str | None = None, label_seed: int | None = None, recipes: list[str] | None = None,
                weights: str | None = None) -> Grid:
         """This grid restricted or changed by command-line options; None keeps the grid's value. `data` is the
-        folder of every selected dataset; `overrides` are added to (and win over) the grid's."""
+        folder of every selected dataset; `overrides` (`--set`) are added to (and win over) the grid's, and their
+        origin is kept (`origin_of`)."""
         chosen = datasets or self.datasets
         data_dirs = {**self.data_dirs, **dict.fromkeys(chosen, data)} if data else self.data_dirs
+        origins = {**self.override_origins, **dict.fromkeys(overrides or {}, "--set")}
         return dataclasses.replace(self, datasets=chosen, variants=variants or self.variants,
                                    seeds=seeds if seeds is not None else self.seeds,
-                                   overrides={**self.overrides, **(overrides or {})}, data_dirs=data_dirs,
+                                   overrides={**self.overrides, **(overrides or {})}, override_origins=origins,
+                                   data_dirs=data_dirs,
                                    device=device or self.device, recipes=recipes or self.recipes,
                                    weights=weights or self.weights,
                                    label_seed=self.label_seed if label_seed is None else label_seed)

@@ -15,18 +15,17 @@ from typing import Any
 from bench.spec import RunSpec, variant_trainer_hparams
 
 
-def value_origins(spec: RunSpec, source: dict[str, Any], *, cli: set[str],
-                  grid_file: set[str]) -> dict[str, tuple[Any, str]]:
+def value_origins(spec: RunSpec, source: dict[str, Any], grid) -> dict[str, tuple[Any, str]]:
     """name -> (value, origin) of every trainer setting and method hyperparameter of `spec`, whose hyperparameter
-    source (`bench.plan.grid.Grid.cells`) says which values its recipe set."""
+    source (`bench.plan.grid.Grid.cells`) says which values its recipe set; `grid` (a `bench.plan.grid.Grid`) says
+    where each of its overrides was set."""
     values = {name: getattr(spec, name) for name in variant_trainer_hparams(spec.variant)}
     values.update(spec.method_hparams())
 
     def origin(name: str) -> str:
-        if name in cli:
-            return "--set"
-        if name in grid_file:
-            return "grid file"
+        overridden = grid.origin_of(name)
+        if overridden:
+            return overridden
         if name in source.get("values", {}):
             return f"paper {source['paper']}" if source.get("kind") == "paper" else str(source.get("kind"))
         return "default"
@@ -43,11 +42,10 @@ def plan_line(spec: RunSpec, origins: dict[str, tuple[Any, str]], status: str) -
             f"{spec.protocol}, device {spec.device}{data}")
 
 
-def print_plan(cells: list[tuple[RunSpec, dict[str, Any]]], statuses: list[str], *, cli: set[str],
-               grid_file: set[str]) -> None:
-    """Print the plan of `cells` (each with its status, e.g. 'to train' or 'recorded')."""
+def print_plan(cells: list[tuple[RunSpec, dict[str, Any]]], statuses: list[str], grid) -> None:
+    """Print the plan of `cells` (each with its status, e.g. 'to train' or 'recorded') of `grid`."""
     for (spec, source), status in zip(cells, statuses, strict=True):
-        print(plan_line(spec, value_origins(spec, source, cli=cli, grid_file=grid_file), status)
+        print(plan_line(spec, value_origins(spec, source, grid), status)
               + (f" (extrapolated: {source['extrapolation']})" if source.get("extrapolation") else ""))
     counts = Counter(status.split(":")[0] for status in statuses)
     print(f"plan: {len(cells)} cell(s): " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
