@@ -84,9 +84,13 @@ def test_cli_bench_then_report_reproduces_leaderboard(mini_mosaic, tmp_path, cac
     assert full_mean > an_mean
     again = pamlbench("bench", "--config", str(config), *common, cwd=tmp_path)
     assert "0 run(s) trained, 0 failed, 4 already recorded" in again.stdout
+    pages = {path.name: path.read_text() for path in (tmp_path / "results").glob("leaderboard-*.md")}
+    assert set(pages) == {"leaderboard-defaults.md"}
     (tmp_path / "leaderboard.md").unlink()
+    (tmp_path / "results" / "leaderboard-defaults.md").unlink()
     assert pamlbench("report", "--results", "results", cwd=tmp_path).returncode == 0
-    assert (tmp_path / "leaderboard.md").read_text() == board
+    assert (tmp_path / "leaderboard.md").read_text() == board  # the same records give the same bytes
+    assert {path.name: path.read_text() for path in (tmp_path / "results").glob("leaderboard-*.md")} == pages
 
 
 @pytest.mark.parametrize("args, message", [
