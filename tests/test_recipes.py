@@ -178,3 +178,17 @@ def test_cole_grid_study_tries_every_setting_once_and_its_best_is_the_recipe(voc
     assert record["spec"]["lr"] == best["lr"] and record["spec"]["head_lr_mult"] == 1.0
     source = record["hparam_source"]
     assert source["paper"] == "cole" and source["rule"] == "clean" and source["study"] == summary["study"]
+
+
+def test_no_module_but_the_recipes_compares_recipe_names():
+    """What a recipe is lives in `bench.plan.recipes.RECIPE`; every other module asks it (tuned? from a paper?
+    its studies' suffix?) instead of comparing names, so that a new recipe is one entry there."""
+    from bench.versions import BENCH_DIR
+
+    comparison = re.compile(r"""recipe\w*\)? *(==|!=) *["']|["'](tuned|tuned-observed|paper|defaults)["'] *(==|!=)"""
+                            r"""|recipe\w* +(not )?in +\(["']""")
+    offenders = [f"{path.relative_to(BENCH_DIR)}:{number}" for path in sorted(BENCH_DIR.rglob("*.py"))
+                 if path.name != "recipes.py"
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if comparison.search(line)]
+    assert offenders == []
+    assert comparison.search('if spec.recipe == "paper":') and comparison.search('if "tuned" != recipe:')

@@ -27,6 +27,7 @@ from bench.execute.tracking import Tracker
 from bench.execute.workers import WorkerPlan, run_tasks
 from bench.execute.workspace import Workspace
 from bench.numerics import cpu_model
+from bench.plan.recipes import RECIPE
 from bench.records import RECORD_FORMAT, read_record, record_path, write_record
 from bench.spec import RunSpec
 from bench.versions import code_version, git_commit, package_versions
@@ -171,7 +172,7 @@ def remove_failed(specs: list[RunSpec], workspace: Workspace, claims: ClaimStore
 def outcome_line(spec: RunSpec, outcome: Outcome) -> str | None:
     """The line printed when a cell ends (None for a cell that was already recorded)."""
     label = f"{spec.dataset} {spec.variant} seed={spec.seed}" + (
-        f" ({spec.recipe} recipe)" if spec.recipe != "defaults" else "")
+        f" ({spec.recipe} recipe)" if RECIPE[spec.recipe].named else "")
     record = outcome.record
     if outcome.state == "trained":
         return (f"{label}: val mAP {record['val_map']:.2f}, test mAP {record['test_map']:.2f} (best epoch "

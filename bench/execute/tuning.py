@@ -76,18 +76,18 @@ def study_bases(grid: Grid, recipes: list[str], budget: TuningBudget) -> tuple[l
     equal-budget study; under `tuned-observed` the same studies scored on observed labels (the budget's objective
     becomes 'observed'); under `paper` the grid study of each variant whose paper published only its search. Other
     recipes, and papers that published their values, have nothing to search (UserError if nothing is left)."""
-    from bench.plan.recipes import TUNED_OBJECTIVE, paper_recipe
+    from bench.plan.recipes import RECIPE, paper_recipe
 
-    if set(recipes) - {*TUNED_OBJECTIVE, "paper"} or len(recipes) > 1:
-        raise UserError("tune --recipe: give one of tuned (the equal-budget studies, the default), tuned-observed "
-                        "(the same, scored on observed labels) or paper (the papers' grid studies); the defaults "
-                        "recipe has nothing to search")
-    if recipes[0] in TUNED_OBJECTIVE:
-        recipe = recipes[0]
-        kind = "tuned-observed" if recipe == "tuned-observed" else "defaults"
-        if recipe == "tuned-observed" and budget.objective != "observed":
-            budget = budget.model_copy(update={"objective": "observed"})
-        return [grid.base_spec(dataset, variant, budget.seed, recipe=kind) for dataset in grid.datasets
+    searched = [name for name, recipe in RECIPE.items() if recipe.tuned or recipe.from_paper]
+    if len(recipes) > 1 or recipes[0] not in searched:
+        raise UserError(f"tune --recipe: give one of {', '.join(searched)} (the equal-budget studies, scored on clean "
+                        "or on observed labels, or the papers' grid studies); the defaults recipe has nothing to "
+                        "search")
+    recipe = RECIPE[recipes[0]]
+    if recipe.tuned:
+        if budget.objective != recipe.objective and recipe.objective != "clean":
+            budget = budget.model_copy(update={"objective": recipe.objective})
+        return [grid.study_base(dataset, variant, budget.seed, recipe.name) for dataset in grid.datasets
                 for variant in grid.variants], budget
     bases, skipped = [], []
     for dataset in grid.datasets:
@@ -100,7 +100,7 @@ def study_bases(grid: Grid, recipes: list[str], budget: TuningBudget) -> tuple[l
             if not paper.search:
                 skipped.append(f"{variant} on {dataset}: {paper.paper} published its values; nothing to search")
                 continue
-            bases.append(grid.base_spec(dataset, variant, budget.seed, paper.settings, recipe="paper"))
+            bases.append(grid.study_base(dataset, variant, budget.seed, recipe.name, paper))
     for line in skipped:
         print(f"tune: skipped: {line}", flush=True)
     if not bases:

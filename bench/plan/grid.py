@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bench import registry
 from bench.errors import UserError, field_error
 from bench.observation import COLE_SEED
-from bench.plan.recipes import RECIPES, TUNED_OBJECTIVE, PaperRecipe, paper_recipe
+from bench.plan.recipes import RECIPE, RECIPES, PaperRecipe, paper_recipe
 from bench.plan.studies import spec_study, tuned_overrides
 from bench.rundata import resolve_device
 from bench.spec import (
@@ -203,9 +203,17 @@ class Grid:
         """The tuning study name of (dataset, variant) under this grid's settings: the equal-budget study of the
         tuned `recipe` ('/observed' at the end for tuned-observed), or with `paper`, the grid study of that paper's
         search (a different study, with '/paper' at the end)."""
-        kind = "paper" if paper else "tuned-observed" if recipe == "tuned-observed" else "defaults"
-        return spec_study(self.base_spec(dataset, variant, self.tuning.seed, paper.settings if paper else None,
-                                         kind))
+        return spec_study(self.study_base(dataset, variant, self.tuning.seed, recipe, paper))
+
+    def study_base(self, dataset: str, variant: str, seed: int, recipe: str,
+                   paper: PaperRecipe | None = None) -> RunSpec:
+        """The base spec of the study of (dataset, variant) under `recipe` (a tuned one, or with `paper` the paper's
+        grid study): the cell's spec with the paper's settings, under the recipe whose name its study carries (the
+        first tuned recipe's studies carry none: 'defaults')."""
+        if paper is not None:
+            return self.base_spec(dataset, variant, seed, paper.settings, "paper")
+        named = recipe if RECIPE[recipe].study_suffix else "defaults"
+        return self.base_spec(dataset, variant, seed, recipe=named)
 
     def with_overrides(self, source: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         """`source` plus, under 'overrides', the resolved values of this grid's overrides that `spec` uses (from
@@ -220,12 +228,11 @@ class Grid:
         study not tuned, a paper's grid study not run, no published recipe). The `tuned` recipe takes the best values
         of the variant's study in the folder `tuned`; `paper` the paper's settings, and for a paper that published
         only its search, the best values of that search's grid study."""
-        if recipe == "defaults":
-            return {}, {"kind": "defaults"}
-        if recipe in TUNED_OBJECTIVE:
+        if RECIPE[recipe].tuned:
             found = tuned_overrides(tuned, self.study(dataset, variant, recipe=recipe))
-            command = "pamlbench tune" + (f" --recipe {recipe}" if recipe != "tuned" else "")
-            return found or f"no {recipe} study for {variant} on {dataset} (run `{command}`)"
+            return found or f"no {recipe} study for {variant} on {dataset} (run `pamlbench tune --recipe {recipe}`)"
+        if not RECIPE[recipe].from_paper:
+            return {}, {"kind": "defaults"}
         try:
             paper = paper_recipe(dataset, variant)
         except UserError as error:

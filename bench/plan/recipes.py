@@ -27,21 +27,41 @@ from bench.errors import UserError
 from bench.plan.papers import papers
 from bench.spec import parse_variant
 
-RECIPES = ("tuned", "tuned-observed", "paper", "defaults")
-"""Every recipe, in the leaderboard's order."""
 
-TUNED_OBJECTIVE = {"tuned": "clean", "tuned-observed": "observed"}
-"""The tuned recipes and the validation labels each one's studies are scored on: `tuned-observed` chooses its
-hyperparameters (and each trial's epoch) on the observed labels alone, so that its observed-selection table uses no
-clean label anywhere."""
+@dataclass(frozen=True)
+class Recipe:
+    """What a recipe is, for every module that treats recipes differently (none compares their names):
+    `objective`, for a tuned recipe, the validation labels its studies are scored on (None: not tuned);
+    `study_suffix`, what its studies' names end with; `from_paper`, whether its values and search come from the
+    papers (`bench/plan/papers.toml`), read first with each paper's own epoch-selection rule; `named` whether a
+    cell's progress line names it (the defaults go without saying)."""
 
-DESCRIPTIONS = {
-    "tuned": "every variant tuned with the same budget, at its study's best values",
-    "tuned-observed": "every variant tuned with the same budget on observed-label validation mAP (no clean label "
-                      "used anywhere), at its study's best values",
-    "paper": "each method's own paper: its settings on that dataset and its epoch-selection rule",
-    "defaults": "the dataset's default settings and each method's declared defaults",
-}
+    name: str
+    description: str
+    objective: str | None = None
+    study_suffix: str = ""
+    from_paper: bool = False
+    named: bool = True
+
+    @property
+    def tuned(self) -> bool:
+        return self.objective is not None
+
+
+RECIPE = {recipe.name: recipe for recipe in (
+    Recipe("tuned", "every variant tuned with the same budget, at its study's best values", objective="clean"),
+    Recipe("tuned-observed", "every variant tuned with the same budget on observed-label validation mAP (no clean "
+           "label used anywhere), at its study's best values", objective="observed", study_suffix="/observed"),
+    Recipe("paper", "each method's own paper: its settings on that dataset and its epoch-selection rule",
+           study_suffix="/paper", from_paper=True),
+    Recipe("defaults", "the dataset's default settings and each method's declared defaults", named=False),
+)}
+"""Every recipe by name, in the leaderboard's order. `tuned-observed` chooses its hyperparameters (and each trial's
+epoch) on the observed labels alone, so that its observed-selection table uses no clean label anywhere."""
+RECIPES = tuple(RECIPE)
+DESCRIPTIONS = {name: recipe.description for name, recipe in RECIPE.items()}
+TUNED = tuple(name for name, recipe in RECIPE.items() if recipe.tuned)
+"""The tuned recipes, whose values are a study's best."""
 
 
 @dataclass(frozen=True)

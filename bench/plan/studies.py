@@ -40,9 +40,9 @@ def spec_study(spec: RunSpec) -> str:
     observed labels ('/observed'), or under the `paper` recipe its paper's grid study ('/paper')."""
     name = study_name(spec.dataset, spec.protocol, spec.label_seed, spec.variant, trained_part(spec.backbone,
                       spec.freeze_backbone), spec.epochs)
-    if spec.recipe == "paper":
-        return f"{name}/paper"
-    return f"{name}/observed" if spec.recipe == "tuned-observed" else name
+    from bench.plan.recipes import RECIPE
+
+    return name + RECIPE[spec.recipe].study_suffix
 
 
 def tuned_path(tuned: Path, name: str) -> Path:
@@ -71,9 +71,9 @@ def search_ranges(dataset: str, variant: str) -> dict[str, tuple[float, float]]:
 def study_space(base: RunSpec, fixed: Collection[str] = ()) -> dict[str, tuple[float, float] | list[Any]]:
     """What the study of `base` searches, minus the names in `fixed` (a grid's overrides): under the `paper` recipe
     the values its paper's grid study tries (name -> list), otherwise `search_ranges` (name -> (low, high))."""
-    if base.recipe == "paper":
-        from bench.plan.recipes import paper_recipe
+    from bench.plan.recipes import RECIPE, paper_recipe
 
+    if RECIPE[base.recipe].from_paper:
         space = paper_recipe(base.dataset, base.variant).search
     else:
         space = search_ranges(base.dataset, base.variant)
@@ -82,10 +82,10 @@ def study_space(base: RunSpec, fixed: Collection[str] = ()) -> dict[str, tuple[f
 
 def paper_settings(base: RunSpec) -> dict[str, Any]:
     """The settings `base`'s recipe fixes for every trial: its paper's under the `paper` recipe, none otherwise."""
-    if base.recipe != "paper":
-        return {}
-    from bench.plan.recipes import paper_recipe
+    from bench.plan.recipes import RECIPE, paper_recipe
 
+    if not RECIPE[base.recipe].from_paper:
+        return {}
     return paper_recipe(base.dataset, base.variant).settings
 
 

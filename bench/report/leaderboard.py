@@ -27,7 +27,7 @@ from bench.errors import UserError
 from bench.execute.ledger import NO_CARRY, Ledger
 from bench.execute.workspace import Workspace
 from bench.plan.papers import papers
-from bench.plan.recipes import DESCRIPTIONS, TUNED_OBJECTIVE
+from bench.plan.recipes import DESCRIPTIONS, RECIPE, TUNED
 from bench.records import atomic_text
 from bench.report.frame import SELECTIONS, SETTING_COLUMNS, current_records, file_slug, recipes_present, records_frame
 from bench.report.sections import (
@@ -76,7 +76,7 @@ PAPER_SELECTION = ("Each paper's own epoch selection (its rule: the best validat
 
 def selections_of(recipe: str) -> dict[str, str]:
     """The selection tables of one recipe: the papers' rows are read first with their own paper's rule."""
-    return {"paper": PAPER_SELECTION, **SELECTIONS} if recipe == "paper" else dict(SELECTIONS)
+    return {"paper": PAPER_SELECTION, **SELECTIONS} if RECIPE[recipe].from_paper else dict(SELECTIONS)
 
 
 def comparable(frame: pd.DataFrame, variant: str, dataset: str) -> bool:
@@ -91,7 +91,7 @@ def comparable(frame: pd.DataFrame, variant: str, dataset: str) -> bool:
 def still_improving(frame: pd.DataFrame) -> set[tuple[str, str]]:
     """(variant, dataset) of the tuned rows whose study was still improving after its budget (and its second one,
     where the budget gives one)."""
-    tuned = frame[frame.recipe.isin(TUNED_OBJECTIVE)]
+    tuned = frame[frame.recipe.isin(TUNED)]
     return {(row.variant, row.dataset) for row in tuned.itertuples()
             if (row.hparam_source.get("convergence") or {}).get("improving")}
 
@@ -180,7 +180,7 @@ EXPLANATION = [
 def selection_heading(title: str, selection: str, recipe: str, missed: list[str]) -> str:
     """A selection table's heading: for the tuned recipe's observed-label table, that its hyperparameters were chosen
     on clean labels; for a last-epoch table, the datasets where the recipe misses the converged regime."""
-    if selection == "observed" and recipe == "tuned":
+    if selection == "observed" and RECIPE[recipe].objective == "clean":
         title += "; its hyperparameters were chosen with clean validation labels"
     if selection == "last" and missed:
         title += f"; this recipe misses the converged regime's criteria on {', '.join(missed)} (see its regime check)"
@@ -199,7 +199,7 @@ def recipe_lines(frame: pd.DataFrame, records: list[dict[str, Any]], only: str |
         regime = regime_rows(runs, records)
         missed = [row[0] for row in regime[1] if "NO" in row] if regime else []
         lines += [f"### Recipe: {recipe} ({DESCRIPTIONS[recipe]})", ""]
-        if recipe in TUNED_OBJECTIVE:
+        if RECIPE[recipe].tuned:
             lines += budget_lines(runs)
         for selection, title in selections_of(recipe).items():
             lines += [selection_heading(title, selection, recipe, missed), "",
@@ -216,7 +216,7 @@ def recipe_lines(frame: pd.DataFrame, records: list[dict[str, Any]], only: str |
             lines += ["#### mAP by annotation frequency (clean selection; group 1 = the classes with the fewest "
                       f"training annotations; published: {papers()['groups']['source']})", "",
                       markdown_table(*groups), ""]
-        convergence = tuning_rows(runs) if recipe in TUNED_OBJECTIVE else None
+        convergence = tuning_rows(runs) if RECIPE[recipe].tuned else None
         if convergence:
             flagged = sum(row[-1] != "no" for row in convergence[1])
             lines += ["#### Tuning convergence (best validation mAP of each study after two thirds of its trials "
@@ -225,7 +225,7 @@ def recipe_lines(frame: pd.DataFrame, records: list[dict[str, Any]], only: str |
     shown = frame if only is None else frame[frame.recipe == only]
     flagged = still_improving(shown)
     if flagged:
-        studies = shown[shown.recipe.isin(TUNED_OBJECTIVE)].groupby(["recipe", "variant", "dataset"]).ngroups
+        studies = shown[shown.recipe.isin(TUNED)].groupby(["recipe", "variant", "dataset"]).ngroups
         lines += [f"† the study of this row was still improving after its budget ({len(flagged)} of {studies} "
                   "studies): its tuned values may be far from its best.", ""]
     deltas = recipe_delta_rows(frame, "tuned", "defaults") if only in (None, "tuned") else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.plan.recipes import DESCRIPTIONS
+from bench.plan.recipes import DESCRIPTIONS, RECIPE
 from bench.report import stats
 from bench.report.frame import recipes_present
 from bench.report.tables import PairedDelta, cells, is_oracle, paired_boostlu, paired_delta
@@ -138,7 +138,8 @@ def summary_markdown(sections: list[tuple[str, pd.DataFrame]], main_table: str, 
               "## Findings", "",
               f"Paired over seeds, {recipe} recipe, clean selection; p-values Holm-corrected within each line.", "",
               *findings(runs), ""]
-    if recipe == "tuned" and "tuned-observed" not in recipes_present(frame):
+    observed = [name for name, kind in RECIPE.items() if kind.objective == "observed"]
+    if RECIPE[recipe].objective == "clean" and not set(observed) & set(recipes_present(frame)):
         lines += ["The tuned recipe's observed-selection table uses hyperparameters chosen on clean validation labels; "
                   "the `tuned-observed` recipe, tuned on observed labels alone, has no records yet (`pamlbench tune "
                   "--recipe tuned-observed`, then `pamlbench bench --recipe tuned-observed`).", ""]
