@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -18,7 +19,7 @@ from bench.execute.claims import ClaimStore, create_tables, dead_local_worker, p
 
 
 def store(tmp_path, stale_after: float = 120.0) -> ClaimStore:
-    return ClaimStore(f"sqlite:///{tmp_path / 'deep' / 'claims.sqlite'}", stale_after=stale_after)
+    return ClaimStore(f"sqlite:///{tmp_path / 'deep' / 'er' / 'claims.sqlite'}", stale_after=stale_after)
 
 
 def row(claims: ClaimStore, key: str):
@@ -35,7 +36,7 @@ def dead_worker() -> str:
 
 def test_a_free_cell_is_claimed_once_and_its_folder_is_made(tmp_path):
     first, second = store(tmp_path), store(tmp_path)
-    assert (tmp_path / "deep" / "claims.sqlite").exists()
+    assert (tmp_path / "deep" / "er" / "claims.sqlite").exists()  # its folders are made
     assert first.worker != second.worker and first.worker.startswith(f"{socket.gethostname()}:{os.getpid()}:")
     assert first.claim("k") and not second.claim("k") and not first.claim("k")  # held: not even by its owner again
     claimed = row(first, "k")
@@ -65,6 +66,17 @@ def test_a_beat_keeps_a_claim_fresh_and_only_the_owner_beats(tmp_path):
     assert not other.claim("k")  # 1.2 s after the claim, but 0.5 s after the beat
 
 
+def test_taking_over_a_stale_claim_touches_that_claim_alone(tmp_path):
+    claims = store(tmp_path, stale_after=1.0)
+    stale = time.time() - 10
+    with claims.engine.begin() as connection:
+        for key in ("a", "b"):  # two stale claims with the very same heartbeat
+            connection.execute(claims.table.insert().values(run_key=key, worker="gone-host:1:abcdef",
+                                                            status="running", heartbeat=stale))
+    assert claims.claim("a")
+    assert row(claims, "a").worker == claims.worker and row(claims, "b").worker == "gone-host:1:abcdef"
+
+
 def test_the_claim_of_a_dead_process_on_this_machine_is_taken_over_at_once(tmp_path):
     claims = store(tmp_path)
     with claims.engine.begin() as connection:
@@ -85,6 +97,12 @@ def test_a_finished_cell_keeps_its_record_and_is_never_claimed_again(tmp_path):
     owner, other = store(tmp_path, stale_after=0.0), store(tmp_path, stale_after=0.0)
     assert owner.claim("k")
     assert other.done_record("k") is None  # running, not done
+    claimed_at = row(owner, "k").heartbeat
+    time.sleep(0.05)
+    other.finish("k", {"z": 1, "a": 2})  # another worker finished it (a cluster driver, say)
+    finished = row(owner, "k")
+    assert finished.worker == other.worker and finished.heartbeat > claimed_at
+    assert finished.record == '{"a": 2, "z": 1}'  # key-sorted: the same record gives the same text
     owner.finish("k", {"run_key": "k", "test_map": 50.0})
     assert other.done_record("k") == {"run_key": "k", "test_map": 50.0}
     assert json.loads(row(other, "k").record) == {"run_key": "k", "test_map": 50.0} and row(other, "k").status == "done"
@@ -115,6 +133,8 @@ def test_keep_alive_beats_every_key_of_a_changing_set_until_stopped(tmp_path, mo
     keys = {"a"}
     started = {key: row(claims, key).heartbeat for key in ("a", "b")}
     stop = claims.keep_alive_all(keys)
+    [beating] = [thread for thread in threading.enumerate() if thread.name == "claims-heartbeat"]
+    assert beating.daemon  # it never keeps a finished command alive
     time.sleep(0.35)
     keys.add("b")
     time.sleep(0.35)
@@ -154,5 +174,14 @@ def test_creating_the_tables_twice_and_racing_are_harmless(tmp_path):
 def test_a_process_start_time_is_read_for_a_live_process_only():
     assert process_started(os.getpid()) not in (None, "unknown")
     assert process_started(os.getpid()) == process_started(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        uptime = float(open("/proc/uptime").read().split()[0])
+        started = int(process_started(child.pid)) / os.sysconf("SC_CLK_TCK")  # seconds after boot
+        assert uptime - 10 < started <= uptime + 1  # the child started just now: the start-time field, no other
+        assert process_started(child.pid) != process_started(os.getpid()) or uptime < 10
+    finally:
+        child.kill()
+        child.wait()
     gone = int(dead_worker().split(":")[1])
     assert process_started(gone) is None
