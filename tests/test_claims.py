@@ -185,3 +185,56 @@ def test_a_process_start_time_is_read_for_a_live_process_only():
         child.wait()
     gone = int(dead_worker().split(":")[1])
     assert process_started(gone) is None
+
+
+def locked_for(path, seconds: float) -> threading.Thread:
+    """A thread holding an exclusive lock on the SQLite file at `path` for `seconds` (as a second worker creating the
+    tables at the same moment does), started once the lock is held."""
+    import sqlite3
+
+    held = threading.Event()
+
+    def hold() -> None:
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("BEGIN EXCLUSIVE")
+        held.set()
+        time.sleep(seconds)
+        connection.execute("COMMIT")
+        connection.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(10)
+    return thread
+
+
+def test_creating_the_tables_on_a_locked_database_is_retried_then_gives_up(tmp_path):
+    path = tmp_path / "locked.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.01})
+    metadata = sa.MetaData()
+    sa.Table("t", metadata, sa.Column("x", sa.Integer, primary_key=True))
+    holder = locked_for(path, 0.5)
+    started = time.time()
+    create_tables(metadata, engine, attempts=5)  # locked at first: retried after 0.2 s, 0.4 s, ... until free
+    assert 0.45 < time.time() - started < 0.9 and "t" in sa.inspect(engine).get_table_names()  # at 0.2 + 0.4 s
+    holder.join()
+    other = sa.MetaData()
+    sa.Table("u", other, sa.Column("x", sa.Integer, primary_key=True))
+    holder = locked_for(path, 2.0)
+    started = time.time()
+    with pytest.raises(sa.exc.OperationalError, match="locked"):
+        create_tables(other, engine, attempts=2)  # still locked after its last attempt: the error goes on
+    assert 0.15 < time.time() - started < 1.5  # one wait of 0.2 s between the two attempts
+    holder.join()
+
+
+def test_an_error_that_is_no_race_is_raised_at_once(tmp_path):
+    path = tmp_path / "read-only.sqlite"
+    sa.create_engine(f"sqlite:///{path}").connect().close()
+    engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    metadata = sa.MetaData()
+    sa.Table("t", metadata, sa.Column("x", sa.Integer, primary_key=True))
+    started = time.time()
+    with pytest.raises(sa.exc.OperationalError, match="readonly"):
+        create_tables(metadata, engine, attempts=5)
+    assert time.time() - started < 0.15  # not retried: no wait of 0.2 s
