@@ -238,3 +238,134 @@ def test_an_error_that_is_no_race_is_raised_at_once(tmp_path):
     with pytest.raises(sa.exc.OperationalError, match="readonly"):
         create_tables(metadata, engine, attempts=5)
     assert time.time() - started < 0.15  # not retried: no wait of 0.2 s
+
+
+def test_a_worker_name_is_host_pid_and_six_hex_digits():
+    import re
+
+    assert re.fullmatch(rf"{re.escape(socket.gethostname())}:{os.getpid()}:[0-9a-f]{{6}}", worker_name())
+    assert worker_name() != worker_name()
+
+
+def test_a_live_worker_s_process_is_only_asked_whether_it_exists():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert not dead_local_worker(f"{socket.gethostname()}:{child.pid}:abcdef")
+        time.sleep(0.2)
+        assert child.poll() is None  # no signal but 0 was sent: the worker lives on
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_process_whose_name_holds_parentheses_has_its_start_time_read():
+    renamed = ("import ctypes, sys, time; ctypes.CDLL(None).prctl(15, b'x) 1 2 3 (y', 0, 0, 0); "
+               "print('ready', flush=True); time.sleep(30)")
+    child = subprocess.Popen([sys.executable, "-c", renamed], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        assert "x) 1 2 3 (y" in open(f"/proc/{child.pid}/stat").read()
+        uptime = float(open("/proc/uptime").read().split()[0])
+        started = int(process_started(child.pid)) / os.sysconf("SC_CLK_TCK")
+        assert uptime - 10 < started <= uptime + 1  # the field after the name's last ")", not after its first
+    finally:
+        child.kill()
+        child.wait()
+    assert process_started(2**70) == "unknown"  # no /proc entry and no such pid on this system: cannot tell
+
+
+def test_an_owner_of_unknown_start_is_gone_only_when_its_pid_is():
+    from bench.execute.claims import owner_gone, process_owner
+
+    assert process_owner() == {"host": socket.gethostname(), "pid": os.getpid(),
+                               "started": process_started(os.getpid())}
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        owner = {"host": socket.gethostname(), "pid": child.pid}
+        assert not owner_gone({**owner, "started": "unknown"})  # alive; its start time not compared
+        assert not owner_gone({**owner, "started": None})
+        assert owner_gone({**owner, "started": "1"})  # the pid now belongs to a process started at another time
+    finally:
+        child.kill()
+        child.wait()
+    gone = int(dead_worker().split(":")[1])
+    assert owner_gone({"host": socket.gethostname(), "pid": gone, "started": "unknown"})
+
+
+def test_a_claim_is_stale_from_exactly_stale_after_seconds_on(tmp_path, monkeypatch):
+    claims = store(tmp_path, stale_after=120.0)
+    with claims.engine.begin() as connection:
+        connection.execute(claims.table.insert().values(run_key="k", worker="elsewhere:1:abcdef", status="running",
+                                                        heartbeat=1000.0))
+    monkeypatch.setattr(time, "time", lambda: 1119.5)
+    assert not claims.claim("k")
+    monkeypatch.setattr(time, "time", lambda: 1120.0)
+    assert claims.claim("k")
+    assert (row(claims, "k").worker, row(claims, "k").heartbeat) == (claims.worker, 1120.0)
+
+
+def test_a_beat_that_fails_for_one_key_still_beats_the_others(tmp_path, monkeypatch):
+    import bench.execute.claims as claims_module
+
+    class FailingFirst(ClaimStore):
+        def beat(self, run_key: str) -> None:
+            if run_key == "locked":
+                raise sa.exc.OperationalError("UPDATE", {}, Exception("database is locked"))
+            super().beat(run_key)
+
+    monkeypatch.setattr(claims_module, "HEARTBEAT_SECONDS", 0.1)
+    claims = FailingFirst(f"sqlite:///{tmp_path / 'claims.sqlite'}")
+    assert claims.claim("fine")
+    before = row(claims, "fine").heartbeat
+    stop = claims.keep_alive_all(["locked", "fine"])  # in this order: the failing key first
+    time.sleep(0.35)
+    stop.set()
+    assert row(claims, "fine").heartbeat > before
+
+
+def test_the_claims_table_keeps_its_name_and_its_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'claims.sqlite'}"
+    claims = ClaimStore(url)
+    assert claims.url == url
+    assert sa.inspect(claims.engine).get_table_names() == ["pamlbench_claims"]  # shared with other versions
+
+
+def test_a_bad_claims_url_is_refused_with_its_password_hidden_and_nothing_made(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as raised:
+        ClaimStore("nodb://user:secret@host/sub/dir/claims")
+    assert str(raised.value).startswith("cannot open the claims storage nodb://user:***@host/sub/dir/claims: ")
+    assert str(raised.value).endswith("; check the URL and that the database server is running")
+    assert "secret" not in str(raised.value) and "None" not in str(raised.value)
+    assert list(tmp_path.iterdir()) == []  # no folder made for a database that is not a SQLite file
+
+
+def test_a_claim_waits_for_a_sqlite_lock_longer_than_sqlite_s_own_five_seconds(tmp_path):
+    claims = store(tmp_path)
+    holder = locked_for(tmp_path / "deep" / "er" / "claims.sqlite", 5.5)
+    assert claims.claim("k")  # waited for the other worker's write, not refused after 5 s
+    holder.join()
+
+
+def test_a_table_created_by_another_worker_between_the_check_and_the_create_is_a_race(tmp_path):
+    """`create_all` checks that the table is missing, then creates it; another worker may create it in between.
+    The CREATE then fails with 'already exists', and the retry finds the table."""
+    path = tmp_path / "race.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    metadata = sa.MetaData()
+    sa.Table("t", metadata, sa.Column("x", sa.Integer, primary_key=True))
+    raced = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def other_worker_first(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("CREATE TABLE") and not raced:
+            raced.append(statement)
+            import sqlite3
+
+            other = sqlite3.connect(path)
+            other.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            other.commit()
+            other.close()
+
+    create_tables(metadata, engine)
+    assert raced and sa.inspect(engine).get_table_names() == ["t"]

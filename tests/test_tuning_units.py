@@ -1,0 +1,434 @@
+"""The tuning orchestration in-process (`bench.execute.tuning`), on real Optuna studies (in memory or in a SQLite
+file) whose trials are built by hand where no training is needed: the values a trial samples, which studies `tune`
+runs under each recipe, the pruners and samplers, opening a study, counting trials, the first trials, each step
+after a budget (confirm, widen, extend, conclude) and the saved summary. Two tests train a tiny dataset for one
+epoch: a trial's objective, and a confirmation on a seed of its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState, create_trial
+
+from bench.errors import UserError
+from bench.execute.tuning import (
+    advance,
+    check_storage,
+    completed_trials,
+    confirm,
+    enqueue_first_trials,
+    finished_trials,
+    make_pruner,
+    make_sampler,
+    open_study,
+    run_trials,
+    same_budget,
+    sqlite_folder,
+    study_bases,
+    study_convergence,
+    suggest,
+    summarize,
+    widen_at_edges,
+)
+from bench.execute.workspace import Workspace
+from bench.plan.grid import Grid, TuningBudget
+from bench.plan.recipes import paper_recipe
+from bench.plan.studies import grid_budget, spec_study, study_space, tuned_path
+
+LR = FloatDistribution(1e-5, 1.0, log=True)
+
+
+def memory_study(**options):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(direction="maximize", **options)
+
+
+def add(study, state: TrialState, value: float | None = None, lr: float = 1e-3, epochs: int = 0) -> None:
+    study.add_trial(create_trial(state=state, value=value, params={"lr": lr}, distributions={"lr": LR},
+                                 intermediate_values={epoch: 50.0 for epoch in range(epochs)}))
+
+
+def digits(variants=("an",), **options) -> Grid:
+    return Grid(["digits-mosaic"], list(variants), [0], device="cpu", **options)
+
+
+# What a trial samples
+
+def test_a_trial_samples_each_range_on_its_scale_and_a_list_as_a_choice():
+    study = memory_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    space = {"em_alpha": (0.01, 1.0), "apl_warmup": (2, 9), "neg_proportion": (0.5, 0.9), "apl_beta": [0.1, 0.3]}
+    for _ in range(10):
+        trial = study.ask()
+        values = suggest(trial, "em-apl", space)
+        assert set(values) == set(space) and values["apl_beta"] in (0.1, 0.3)
+        assert isinstance(values["apl_warmup"], int) and 2 <= values["apl_warmup"] <= 9
+        assert 0.01 <= values["em_alpha"] <= 1.0 and 0.5 <= values["neg_proportion"] <= 0.9
+        study.tell(trial, 0.0)
+    assert study.trials[0].distributions == {
+        "em_alpha": FloatDistribution(0.01, 1.0, log=True), "apl_warmup": IntDistribution(2, 9),
+        "neg_proportion": FloatDistribution(0.5, 0.9), "apl_beta": CategoricalDistribution([0.1, 0.3])}
+    trial = study.ask()
+    suggest(trial, "ll-r", {"exact_schedule": (0, 1), "lr": (1e-4, 1e-2)})   # a flag is no integer
+    assert trial.distributions == {"exact_schedule": FloatDistribution(0, 1), "lr": FloatDistribution(1e-4, 1e-2,
+                                                                                                      log=True)}
+
+
+# Which studies `tune` runs
+
+def test_the_tuned_recipes_run_one_study_per_cell_and_tuned_observed_scores_on_observed_labels():
+    grid = digits(("an", "ls"))
+    budget = TuningBudget(n_trials=5)
+    bases, same = study_bases(grid, ["tuned"], budget)
+    assert same is budget
+    assert [spec_study(base) for base in bases] == [grid.study("digits-mosaic", "an"), grid.study("digits-mosaic",
+                                                                                                   "ls")]
+    assert all(base.seed == budget.seed for base in bases)
+    bases, observed = study_bases(grid, ["tuned-observed"], budget)
+    assert observed == budget.model_copy(update={"objective": "observed"})
+    assert [base.recipe for base in bases] == ["tuned-observed"] * 2
+    assert [spec_study(base) for base in bases][0] == grid.study("digits-mosaic", "an", recipe="tuned-observed")
+    chosen = TuningBudget(n_trials=5, objective="observed")   # `tune --objective observed` on the tuned recipe
+    assert study_bases(grid, ["tuned"], chosen)[1] is chosen
+
+
+def test_a_recipe_with_nothing_to_search_is_refused():
+    for recipes in (["defaults"], ["tuned", "paper"]):
+        with pytest.raises(UserError) as raised:
+            study_bases(digits(), recipes, TuningBudget())
+        assert str(raised.value) == (
+            "tune --recipe: give one of tuned, tuned-observed, paper (the equal-budget studies, scored on clean or "
+            "on observed labels, or the papers' grid studies); the defaults recipe has nothing to search")
+    with pytest.raises(UserError) as raised:
+        study_bases(digits(), ["paper"], TuningBudget())
+    assert str(raised.value) == ("tune --recipe paper: no grid study to run: no paper recipe for an on digits-mosaic: "
+                                 "no source paper published an there; use --recipe defaults or tuned")
+
+
+def test_the_paper_recipe_runs_the_grid_study_of_each_paper_that_published_its_search(capsys):
+    grid = Grid(["voc"], ["an", "an+boostlu", "wan"], [0], device="cpu", data_dirs={"voc": "/data"})
+    bases, budget = study_bases(grid, ["paper"], TuningBudget(n_trials=5))
+    assert [base.variant for base in bases] == ["an", "wan"]
+    assert all(base.recipe == "paper" for base in bases)
+    assert budget == grid_budget(TuningBudget(n_trials=5), study_space(bases[0], grid.overrides))
+    assert budget.sampler == "grid" and budget.n_trials == 8
+    assert capsys.readouterr().out == ("tune: skipped: an+boostlu on voc: boostlu published its values; nothing to "
+                                       "search\n")
+    mixed = Grid(["voc"], ["an", "ll-r"], [0], device="cpu", data_dirs={"voc": "/data"})
+    with pytest.raises(UserError, match="^tune --recipe paper: these grid studies search different grids; tune one "
+                                        r"paper's variants at a time \(--variants\)$"):
+        study_bases(mixed, ["paper"], TuningBudget())
+    assert paper_recipe("voc", "ll-r").search != paper_recipe("voc", "an").search
+
+
+# Pruners and samplers
+
+def test_the_median_pruner_waits_for_two_trials_and_a_third_of_the_epochs():
+    study = memory_study(pruner=make_pruner("median", 12))
+    for _ in range(2):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=90.0, params={}, distributions={},
+                                     intermediate_values=dict.fromkeys(range(12), 90.0)))
+    trial = study.ask()
+    for epoch in range(4):
+        trial.report(10.0, epoch)
+        assert not trial.should_prune()          # epochs 0-3: warming up (12 // 3 = 4 steps)
+    trial.report(10.0, 4)
+    assert trial.should_prune()
+    lone = memory_study(pruner=make_pruner("median", 2))
+    lone.add_trial(create_trial(state=TrialState.COMPLETE, value=90.0, params={}, distributions={},
+                                intermediate_values={0: 90.0, 1: 90.0}))
+    trial = lone.ask()
+    trial.report(10.0, 1)
+    assert not trial.should_prune()              # one finished trial: still starting up
+    lone.add_trial(create_trial(state=TrialState.COMPLETE, value=90.0, params={}, distributions={},
+                                intermediate_values={0: 90.0, 1: 90.0}))
+    assert trial.should_prune()                  # a warm-up of one step with 2 epochs, never 0
+
+
+def test_each_pruner_by_name_and_an_unknown_one_refused():
+    hyperband = make_pruner("hyperband", 12)
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+    assert (hyperband._min_resource, hyperband._max_resource, hyperband._reduction_factor) == (1, 12, 3)
+    assert isinstance(make_pruner("none", 12), optuna.pruners.NopPruner)
+    with pytest.raises(UserError, match="^unknown pruner 'median '; use one of median, hyperband, none$"):
+        make_pruner("median ", 12)
+
+
+def test_a_grid_sampler_needs_lists_and_tpe_starts_with_its_random_trials():
+    with pytest.raises(UserError, match="^the grid sampler needs a list of values for every searched name"):
+        make_sampler(TuningBudget(sampler="grid"), {"lr": [0.1, 0.2], "ls_coef": (0.1, 0.4)}, 0)
+    grid = make_sampler(TuningBudget(sampler="grid"), {"lr": [0.1, 0.2]}, 0)
+    assert isinstance(grid, optuna.samplers.GridSampler)
+    tpe = make_sampler(TuningBudget(startup_trials=4), {"lr": (1e-4, 1e-1)}, 7)
+    assert isinstance(tpe, optuna.samplers.TPESampler) and tpe._n_startup_trials == 4
+    first = [make_sampler(TuningBudget(), {}, seed) for seed in (7, 7, 8)]
+    values = []
+    for sampler in first:
+        study = memory_study(sampler=sampler)
+        values.append(study.ask().suggest_float("lr", 1e-4, 1e-1, log=True))
+    assert values[0] == values[1] != values[2]    # seeded
+
+
+# Opening a study
+
+def first_lr(grid: Grid, variant: str, url: str, budget: TuningBudget, offset: int = 0) -> float:
+    study = open_study(grid, grid.base_spec("digits-mosaic", variant, 100), url, budget, sampler_offset=offset)
+    trial = study.ask()
+    return suggest(trial, variant, {"lr": (1e-4, 1e-1)})["lr"]
+
+
+def test_studies_share_a_seed_or_take_one_each_and_workers_differ(tmp_path):
+    grid = digits(("an", "wan"))
+    shared, own = TuningBudget(n_trials=3), TuningBudget(n_trials=3, sampler_seed="per-study")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    assert first_lr(grid, "an", url, shared) == first_lr(grid, "wan", url, shared)
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    assert first_lr(grid, "an", url, own) != first_lr(grid, "wan", url, own)
+    url = f"sqlite:///{tmp_path / 'offset.db'}"
+    assert first_lr(grid, "an", url, shared) != first_lr(grid, "wan", url, shared, offset=1)
+
+
+def test_a_study_opens_with_heartbeats_and_its_folder_made(tmp_path):
+    grid = digits()
+    url = f"sqlite:///{tmp_path / 'deep' / 'optuna.db'}"
+    study = open_study(grid, grid.base_spec("digits-mosaic", "an", 100), url, TuningBudget(n_trials=3), heartbeat=7)
+    assert (tmp_path / "deep" / "optuna.db").is_file()
+    assert study.study_name == grid.study("digits-mosaic", "an") and study.direction.name == "MAXIMIZE"
+    storage = study._storage
+    assert (storage.get_heartbeat_interval(), storage._backend.grace_period) == (7, 21)
+    assert isinstance(storage.get_heartbeat_stale_trial_callback(), optuna.storages.RetryHeartbeatStaleTrialCallback)
+    assert isinstance(study.pruner, optuna.pruners.MedianPruner)
+    with pytest.raises(UserError, match="^cannot open Optuna storage nodb://x: .*check the URL and that the database"):
+        open_study(grid, grid.base_spec("digits-mosaic", "an", 100), "nodb://x", TuningBudget())
+
+
+def test_a_study_keeps_its_budget_and_one_made_otherwise_is_refused():
+    budget = TuningBudget(n_trials=3)
+    study = memory_study()
+    assert same_budget(study, budget) is study and study.user_attrs["budget"] == budget.model_dump()
+    assert same_budget(study, budget) is study
+    unmarked = memory_study()
+    add(unmarked, TrialState.COMPLETE, 1.0)   # trials, but no budget: made by another version of `tune`
+    with pytest.raises(UserError, match="already ran under another tuning budget in this storage; delete it"):
+        same_budget(unmarked, budget)
+    assert "budget" not in unmarked.user_attrs
+
+
+def test_a_storage_s_folder_is_made_and_a_bad_storage_refused(tmp_path):
+    sqlite_folder(f"sqlite:///{tmp_path / 'a' / 'b' / 'optuna.db'}")
+    assert (tmp_path / "a" / "b").is_dir()
+    sqlite_folder(f"postgresql://host/{tmp_path / 'c' / 'db'}")
+    assert not (tmp_path / "c").exists()
+    check_storage(f"sqlite:///{tmp_path / 'a' / 'b' / 'optuna.db'}")
+    with pytest.raises(UserError, match="^cannot open Optuna storage nodb://secret@x"):
+        check_storage("nodb://secret@x")
+
+
+# Counting trials
+
+def test_finished_and_completed_trials():
+    study = memory_study()
+    add(study, TrialState.COMPLETE, 3.0)
+    add(study, TrialState.PRUNED)
+    add(study, TrialState.FAIL)
+    add(study, TrialState.COMPLETE, 1.0)
+    study.ask()                                   # running
+    assert finished_trials(study) == 3
+    assert [trial.number for trial in completed_trials(study)] == [0, 3]
+
+
+def test_the_convergence_of_a_study_reads_pruned_trials_as_no_value():
+    study = memory_study()
+    for value in (70.0, 71.0, None, 72.0, 80.0, 81.0):
+        add(study, TrialState.PRUNED if value is None else TrialState.COMPLETE, value)
+    add(study, TrialState.FAIL)
+    result = study_convergence(study)
+    assert result["improving"] and result["trials"] == 6
+    assert result["best_early"] == 72.0 and result["best"] == 81.0
+
+
+# The first trials
+
+def test_the_defaults_are_enqueued_first_in_a_new_study_only(tmp_path):
+    grid = digits(("ls",))
+    base = grid.base_spec("digits-mosaic", "ls", 100)
+    on = TuningBudget(n_trials=3, first_trials="defaults")
+    study = memory_study()
+    enqueue_first_trials(study, grid, base, on)
+    trial = study.ask()
+    assert suggest(trial, "ls", study_space(base)) == {"lr": base.lr, "ls_coef": base.method_hparams()["ls_coef"]}
+    assert trial.user_attrs == {"first": True}
+    for budget, other in ((TuningBudget(n_trials=3), memory_study()),
+                          (TuningBudget(n_trials=3, first_trials="defaults", sampler="grid"), memory_study()),
+                          (on, study)):                                    # a study that has trials already
+        before = len(other.trials)
+        enqueue_first_trials(other, grid, base, budget)
+        assert len(other.trials) == before
+
+
+def test_the_paper_s_values_follow_the_defaults(tmp_path):
+    grid = Grid(["voc"], ["an+boostlu"], [0], device="cpu", data_dirs={"voc": "/data"})
+    base = dataclasses.replace(grid.base_spec("voc", "an+boostlu", 100), lr=5e-5)   # defaults other than the paper's
+    study = memory_study()
+    enqueue_first_trials(study, grid, base, TuningBudget(first_trials="defaults"))
+    space = study_space(base)
+    trials = [suggest(study.ask(), base.method, space) for _ in range(2)]
+    assert trials == [{"lr": 5e-5, "boost_alpha": 5.0}, {"lr": 1e-5, "boost_alpha": 5.0}]   # the paper's lr
+    study = memory_study()
+    enqueue_first_trials(study, grid, grid.base_spec("voc", "an+boostlu", 100), TuningBudget(first_trials="defaults"))
+    assert len(study.trials) == 1                                        # the paper's values are the defaults
+
+
+# After a budget
+
+def test_a_study_without_rules_concludes():
+    grid = digits()
+    study = memory_study()
+    add(study, TrialState.COMPLETE, 80.0)
+    assert not advance(study, grid, grid.base_spec("digits-mosaic", "an", 100), None, TuningBudget(n_trials=1))
+    assert study.user_attrs["concluded"] is True
+
+
+def test_a_study_still_improving_gets_a_second_budget_once(capsys):
+    grid = digits()
+    base = grid.base_spec("digits-mosaic", "an", 100)
+    budget = TuningBudget(n_trials=6, extend_if_improving=True)
+    study = memory_study(study_name="s")
+    study.set_user_attr("extra_trials", 2)
+    for value in (70.0, 71.0, 72.0, 73.0, 74.0, 90.0):
+        add(study, TrialState.COMPLETE, value)
+    assert advance(study, grid, base, None, budget)
+    assert study.user_attrs["extended"] is True and study.user_attrs["extra_trials"] == 8
+    assert capsys.readouterr().out == "tune s: still improving after its budget: a second budget of 6 trials\n"
+    assert not advance(study, grid, base, None, budget)                  # once
+    assert study.user_attrs["concluded"]
+    flat = memory_study()
+    for value in (70.0, 90.0, 72.0, 73.0, 74.0, 75.0):
+        add(flat, TrialState.COMPLETE, value)
+    assert not advance(flat, grid, base, None, budget) and "extended" not in flat.user_attrs
+
+
+def test_a_confirmation_on_the_trials_own_seed_reuses_its_values_and_is_kept():
+    grid = digits()
+    base = grid.base_spec("digits-mosaic", "an", 100)
+    study = memory_study()
+    for value, lr in ((90.0, 1e-3), (91.0, 2e-3), (85.0, 3e-3)):
+        add(study, TrialState.COMPLETE, value, lr=lr)
+    budget = TuningBudget(n_trials=3, confirm_seeds=[100], confirm_top=2)
+    confirm(study, grid, base, None, budget, progress=False)
+    assert study.user_attrs["confirmation"] == {"1": {"100": 91.0}, "0": {"100": 90.0}}
+    study.set_user_attr("confirmation", {"1": {"100": 0.0}, "0": {"100": 90.0}})
+    confirm(study, grid, base, None, budget, progress=False)              # scored already: not again
+    assert study.user_attrs["confirmation"]["1"] == {"100": 0.0}
+    assert advance(study, grid, base, None, budget) is False              # confirmed, then concluded
+    assert study.user_attrs["confirmation"]["1"] == {"100": 0.0}
+
+
+def test_a_widening_is_printed_and_kept_and_never_for_a_grid_or_a_list(capsys):
+    grid = digits(("em-apl",))
+    base = grid.base_spec("digits-mosaic", "em-apl", 100)
+    space = study_space(base)
+    low, high = space["neg_proportion"]
+    study = memory_study(study_name="s")
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=90.0, params={"neg_proportion": low},
+                                 distributions={"neg_proportion": FloatDistribution(low, high)}))
+    budget = TuningBudget(n_trials=1, widen_edges=1)
+    for off in (TuningBudget(n_trials=1), TuningBudget(n_trials=1, widen_edges=1, sampler="grid")):
+        assert not widen_at_edges(study, grid, base, off)
+    assert widen_at_edges(study, grid, base, budget)
+    new_low = low - (high - low) / 2
+    assert study.user_attrs["ranges"] == {"neg_proportion": [new_low, high]}
+    assert study.user_attrs["widenings"] == [{"name": "neg_proportion", "side": "low", "from": [low, high],
+                                              "to": [new_low, high], "winner": low}]
+    assert study.user_attrs["extra_trials"] == 1                        # half of 1, at least 1
+    assert capsys.readouterr().out == (f"tune s: the winner sits at a range's edge; widened neg_proportion "
+                                       f"[{low:.4g}, {high:.4g}] -> [{new_low:.4g}, {high:.4g}]\n")
+    assert not widen_at_edges(study, grid, base, budget)                # at most once each
+    voc = Grid(["voc"], ["an"], [0], device="cpu", data_dirs={"voc": "/data"})
+    paper_base = voc.study_base("voc", "an", 100, "paper", paper_recipe("voc", "an"))
+    listed = memory_study()                                             # a paper's grid: lists, never widened
+    listed.add_trial(create_trial(state=TrialState.COMPLETE, value=90.0, params={"lr": 0.01, "batch_size": 8},
+                                  distributions={"lr": CategoricalDistribution([0.01, 0.001, 0.0001, 1e-05]),
+                                                 "batch_size": CategoricalDistribution([8, 16])}))
+    assert not widen_at_edges(listed, voc, paper_base, budget)
+
+
+# The summary
+
+def test_the_summary_counts_every_trial_and_is_saved(tmp_path):
+    workspace = Workspace(results=tmp_path / "results", cache=tmp_path / "cache")
+    grid = digits()
+    base = grid.base_spec("digits-mosaic", "an", 100)
+    budget = TuningBudget(n_trials=3)
+    study = memory_study(study_name=spec_study(base))
+    with pytest.raises(UserError, match="has no complete trial .*; run more trials$"):
+        summarize(study, base, workspace, budget)
+    add(study, TrialState.COMPLETE, 80.0, lr=1e-3, epochs=3)
+    add(study, TrialState.PRUNED, lr=2e-3, epochs=2)
+    add(study, TrialState.COMPLETE, 85.0, lr=4e-3, epochs=3)
+    add(study, TrialState.FAIL, lr=5e-3, epochs=1)
+    study.set_user_attr("widenings", [{"name": "lr"}])
+    summary = summarize(study, base, workspace, budget)
+    assert {key: summary[key] for key in ("study", "dataset", "variant", "method", "n_trials", "completed", "pruned",
+                                          "failed", "epochs_trained", "best_value", "best_params", "best_trial",
+                                          "protocol", "label_seed", "backbone", "epochs", "widenings")} == {
+        "study": spec_study(base), "dataset": "digits-mosaic", "variant": "an", "method": "an", "n_trials": 3,
+        "completed": 2, "pruned": 1, "failed": 1, "epochs_trained": 9, "best_value": 85.0,
+        "best_params": {"lr": 4e-3}, "best_trial": 2, "protocol": base.protocol, "label_seed": base.label_seed,
+        "backbone": base.backbone, "epochs": base.epochs, "widenings": [{"name": "lr"}]}
+    assert summary["budget"] == budget.model_dump() and summary["convergence"] == study_convergence(study)
+    assert "confirmation" not in summary and "ranges" not in summary and "extended" not in summary
+    assert json.loads(tuned_path(workspace.tuned, spec_study(base)).read_text()) == summary
+
+
+def test_a_confirmed_summary_reports_the_mean_and_keeps_the_single_seed_best(tmp_path):
+    workspace = Workspace(results=tmp_path / "results", cache=tmp_path / "cache")
+    grid = digits()
+    base = grid.base_spec("digits-mosaic", "an", 100)
+    study = memory_study(study_name="s")
+    add(study, TrialState.COMPLETE, 90.0, lr=1e-3)
+    add(study, TrialState.COMPLETE, 89.0, lr=2e-3)
+    scores = {"0": {"100": 90.0, "101": 70.0}, "1": {"100": 89.0, "101": 88.0}}
+    study.set_user_attr("confirmation", scores)
+    study.set_user_attr("extended", True)
+    summary = summarize(study, base, workspace, TuningBudget(n_trials=2, confirm_seeds=[100, 101], confirm_top=2))
+    assert summary["best_trial"] == 1 and summary["best_value"] == 88.5 and summary["best_params"] == {"lr": 2e-3}
+    assert summary["confirmation"] == {"seeds": [100, 101], "scores": scores}
+    assert summary["study_best"] == {"trial": 0, "value": 90.0, "params": {"lr": 1e-3}}
+    assert summary["extended"] is True
+
+
+# Training: one trial, one confirmation
+
+def test_a_trial_trains_the_cell_with_the_suggested_values_and_keeps_its_owner(tmp_path, mini_mosaic, capsys):
+    grid = Grid([mini_mosaic], ["an"], [0], device="cpu", overrides={"epochs": 1})
+    base = grid.base_spec(mini_mosaic, "an", 100)
+    budget = TuningBudget(n_trials=1, pruner="none", objective="observed")
+    study = memory_study(study_name="s")
+    run_trials(study, grid, base, Workspace(tmp_path / "r", tmp_path / "c").data_cache, budget, progress=False,
+               worker="node-1")
+    [trial] = study.trials
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["worker"] == "node-1"
+    assert trial.user_attrs["best_epoch"] == 1 and trial.user_attrs["owner"]["pid"] > 0
+    assert trial.intermediate_values.keys() == {1}
+    assert f"tune s: trial 0 val mAP {trial.value:.2f} with lr=" in capsys.readouterr().out
+    run_trials(study, grid, base, tmp_path / "c", budget, progress=False)     # its budget reached: nothing more
+    assert len(study.trials) == 1
+
+
+def test_a_confirmation_on_another_seed_trains_that_seed(tmp_path, mini_mosaic, capsys):
+    from bench.trainer import Trainer
+
+    grid = Grid([mini_mosaic], ["an"], [0], device="cpu", overrides={"epochs": 1})
+    base = grid.base_spec(mini_mosaic, "an", 100)
+    study = memory_study(study_name="s")
+    add(study, TrialState.COMPLETE, 50.0, lr=2e-3)
+    data = tmp_path / "data"
+    confirm(study, grid, base, data, TuningBudget(n_trials=1, confirm_seeds=[101], confirm_top=1), progress=False)
+    expected = Trainer(grid.base_spec(mini_mosaic, "an", 101, {"lr": 2e-3}), data, progress=False).run()
+    assert study.user_attrs["confirmation"] == {"0": {"101": expected["selections"]["clean"]["val_map"]}}
+    assert f"tune s: confirmation of trial 0 on seed 101: val mAP {expected['selections']['clean']['val_map']:.2f}" \
+        in capsys.readouterr().out
