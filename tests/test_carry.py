@@ -96,13 +96,13 @@ def test_the_first_difference_is_named_by_its_path_and_floats_compare_bit_for_bi
 
 
 def test_two_stored_versions_for_one_of_todays_are_refused(tmp_path, mini_mosaic):
-    from bench.execute.carry import today_version
+    from bench.execute.identity import plugin_code_version
 
     records = []
     for seed, version in ((0, "aaaaaaaaaaaa"), (1, "cccccccccccc")):
         one = record("an", seed, dataset=mini_mosaic)
         records.append({**one, "code_version": version, "numerics": CPU1})
-    today = today_version(records[0])
+    today = plugin_code_version("an", mini_mosaic)
     with pytest.raises(UserError, match=f"two code versions .* carried to today's {today}"):
         stale_records(records, Workspace(results=tmp_path))
     assert stale_records(records[:1], Workspace(results=tmp_path)) == (records[:1], {today: "aaaaaaaaaaaa"})

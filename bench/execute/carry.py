@@ -32,13 +32,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench import registry
 from bench.errors import UserError, quoted
+from bench.execute.identity import plugin_code_version
 from bench.execute.ledger import LEDGER_FORMAT, append_entry
 from bench.execute.workspace import Workspace
 from bench.records import read_records
 from bench.spec import RunSpec
-from bench.versions import code_version, git_commit
+from bench.versions import git_commit
 
 NOT_COMPARED = frozenset({"finished_at", "train_seconds", "peak_memory_mb", "git_commit", "cpu_model", "versions",
                           "code_version", "code_version_trained", "hparam_source"})
@@ -49,20 +49,13 @@ STRATUM = ("dataset", "method", "boostlu_train", "boostlu_infer", "linear_init",
 hyperparameter values)."""
 
 
-def today_version(record: dict[str, Any]) -> str:
-    """The code version today's code gives the record's method and dataset (before the ledger); UserError when a
-    plugin is gone."""
-    spec = record["spec"]
-    return code_version(registry.method_class(spec["method"]), registry.dataset_class(spec["dataset"]))
-
-
 def stale_records(records: list[dict[str, Any]], workspace: Workspace) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """(the records whose code version is not today's, {today's version: the stored version it would carry}).
     UserError when one of today's versions would carry two stored versions (carry them one state at a time)."""
     ledger = workspace.ledger()
     stale, versions = [], {}
     for record in records:
-        today = today_version(record)
+        today = plugin_code_version(record["spec"]["method"], record["spec"]["dataset"])
         if record["code_version"] == ledger.resolve(today, record["numerics"]):
             continue
         stored = versions.setdefault(today, record["code_version"])

@@ -18,9 +18,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from bench import registry
 from bench.errors import UserError
 from bench.execute.ledger import Ledger
 from bench.spec import RunSpec
+from bench.versions import code_version
 
 BUILT_IN_WEIGHTS = (None, "none", "imagenet")
 """`RunSpec.weights` values that name no file."""
@@ -34,6 +36,12 @@ def run_identity(spec: RunSpec, data_cache: Path, ledger: Ledger) -> dict[str, A
     if spec.weights not in BUILT_IN_WEIGHTS:
         identity["weights_sha256"] = file_sha256(Path(spec.weights))
     return identity
+
+
+def plugin_code_version(method: str, dataset: str) -> str:
+    """The code version today's code gives a run of `method` on `dataset` (the hashed core and the two plugin files),
+    before a carry-over ledger resolves it; UserError when either plugin is gone."""
+    return code_version(registry.method_class(method), registry.dataset_class(dataset))
 
 
 def run_key(spec: RunSpec, data_cache: Path, ledger: Ledger) -> str:

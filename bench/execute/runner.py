@@ -20,9 +20,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from bench import checkpoints, registry
+from bench import checkpoints
 from bench.execute.claims import ClaimStore
-from bench.execute.identity import run_identity, run_key
+from bench.execute.identity import plugin_code_version, run_identity, run_key
 from bench.execute.tracking import Tracker
 from bench.execute.workers import WorkerPlan, run_tasks
 from bench.execute.workspace import Workspace
@@ -30,7 +30,7 @@ from bench.numerics import cpu_model
 from bench.plan.recipes import RECIPE
 from bench.records import RECORD_FORMAT, read_record, record_path, write_record
 from bench.spec import RunSpec
-from bench.versions import code_version, git_commit, package_versions
+from bench.versions import git_commit, package_versions
 
 STATES = ("trained", "failed", "recorded", "elsewhere", "lost")
 """What can become of a cell: see `Outcome`."""
@@ -51,18 +51,12 @@ def base_record(spec: RunSpec, key: str, identity: dict[str, Any], hparam_source
     return {
         "format": RECORD_FORMAT, "run_key": key, "spec": spec.to_dict(), "variant": spec.variant,
         "hparam_source": hparam_source, "code_version": identity["code_version"],
-        "code_version_trained": trained_code_version(spec),
+        "code_version_trained": plugin_code_version(spec.method, spec.dataset),
         "data_fingerprint": identity["data_fingerprint"], "numerics": identity["numerics"], "cpu_model": cpu_model(),
         **({"weights_sha256": identity["weights_sha256"]} if "weights_sha256" in identity else {}),
         "versions": package_versions(), "git_commit": git_commit(), "device": spec.device,
         "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-
-
-def trained_code_version(spec: RunSpec) -> str:
-    """The code version of the code that trains `spec` here, before the carry-over ledger resolves it (the record's
-    `code_version` is the resolved one, which its key holds)."""
-    return code_version(registry.method_class(spec.method), registry.dataset_class(spec.dataset))
 
 
 def run_spec(spec: RunSpec, workspace: Workspace, *, claims: ClaimStore | None = None,

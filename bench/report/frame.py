@@ -7,13 +7,12 @@ from typing import Any
 
 import pandas as pd
 
-from bench import registry
 from bench.errors import UserError
+from bench.execute.identity import plugin_code_version
 from bench.execute.ledger import NO_CARRY, Ledger
 from bench.numerics import describe
 from bench.plan.recipes import RECIPES
 from bench.report.selection import RULES, rule_selection
-from bench.versions import code_version
 
 SETTING_COLUMNS = ["protocol", "label_seed", "backbone", "training", "numerics"]
 """What makes two tables: records that differ in these are never in one table. Within a table, a dataset whose records
@@ -69,7 +68,7 @@ def current_code_version(method: str, dataset: str, numerics: dict[str, Any], le
     """The code version this code keys a run of `method` on `dataset` with on `numerics` (as `ledger` resolves it),
     or None when either plugin is gone."""
     try:
-        return ledger.resolve(code_version(registry.method_class(method), registry.dataset_class(dataset)), numerics)
+        return ledger.resolve(plugin_code_version(method, dataset), numerics)
     except UserError:
         return None
 
