@@ -161,7 +161,7 @@ def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
             study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                         sampler=sampler, pruner=pruner_object)
-            fail_orphaned_trials(study, 3 * heartbeat)
+            fail_orphaned_trials(study, storage, 3 * heartbeat)
             return same_budget(study, budget)
         except races:
             attempt += 1
@@ -173,22 +173,23 @@ def open_study(grid: Grid, base: RunSpec, storage_url: str, budget: TuningBudget
                             "and that the database server is running") from None
 
 
-def fail_orphaned_trials(study, grace: float) -> list[int]:
-    """Fail the RUNNING trials of `study` that no live worker owns, and retry each as Optuna retries a stale trial
-    (its values, or its enqueued ones such as the defaults, in a new trial); return their numbers. A trial is
-    orphaned when its owner (trial attribute 'owner', `bench.execute.claims.process_owner`, set as its objective
-    starts) is
-    a process of this machine that is gone, or when it has no owner and started more than `grace` seconds ago: its
-    worker died between Optuna's ask and the objective, before or as the first heartbeat was recorded, and Optuna,
-    which fails stale trials by their beats only, would leave it RUNNING for ever."""
+def fail_orphaned_trials(study, storage, grace: float) -> list[int]:
+    """Fail the RUNNING trials of `study` (kept in `storage`) that no live worker owns, and retry each as Optuna
+    retries a stale trial (its values, or its enqueued ones such as the defaults, in a new trial); return their
+    numbers. A trial is orphaned when its owner (trial attribute 'owner', `bench.execute.claims.process_owner`, set as
+    its objective starts) is a process of this machine that is gone, or when it has no owner and started more than
+    `grace` seconds ago: its worker died between Optuna's ask and the objective, before or as the first heartbeat was
+    recorded, and Optuna, which fails stale trials by their beats only, would leave it RUNNING for ever."""
     import copy
     import datetime
 
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     from bench.execute.claims import owner_gone
 
     now = datetime.datetime.now()
+    study_id = storage.get_study_id_from_name(study.study_name)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = trial.user_attrs.get("owner")
@@ -196,13 +197,14 @@ def fail_orphaned_trials(study, grace: float) -> list[int]:
             (now - trial.datetime_start).total_seconds() > grace
         if not (never_started or (owner is not None and owner_gone(owner))):
             continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        except Exception:  # noqa: BLE001 - another worker failed or finished it first
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:  # another worker failed or finished it first
             continue
-        retry = study._storage.get_heartbeat_stale_trial_callback()
+        retry = storage.get_heartbeat_stale_trial_callback()
         if retry is not None:  # as Optuna retries a stale trial: its values (or its enqueued ones) once more
-            gone = copy.deepcopy(study._storage.get_trial(trial._trial_id))
+            gone = copy.deepcopy(storage.get_trial(trial_id))
             gone.user_attrs = {name: value for name, value in gone.user_attrs.items() if name != "owner"}
             retry(study, gone)
         failed.append(trial.number)
