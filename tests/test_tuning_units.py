@@ -27,13 +27,20 @@ from bench.execute.tuning import (
     open_study,
     run_trials,
     same_budget,
+    search,
     sqlite_folder,
+    start_parent,
     study_bases,
     study_convergence,
+    study_worker,
     suggest,
     summarize,
+    trial_worker,
+    tune,
+    tune_locally,
     widen_at_edges,
 )
+from bench.execute.workers import WorkerPlan
 from bench.execute.workspace import Workspace
 from bench.plan.grid import Grid, TuningBudget
 from bench.plan.recipes import paper_recipe
@@ -432,3 +439,52 @@ def test_a_confirmation_on_another_seed_trains_that_seed(tmp_path, mini_mosaic, 
     assert study.user_attrs["confirmation"] == {"0": {"101": expected["selections"]["clean"]["val_map"]}}
     assert f"tune s: confirmation of trial 0 on seed 101: val mAP {expected['selections']['clean']['val_map']:.2f}" \
         in capsys.readouterr().out
+
+
+# Whole studies on a tiny dataset: one epoch a trial
+
+TINY = TuningBudget(n_trials=2, startup_trials=1, pruner="none", count="completed", first_trials="defaults")
+
+
+def tiny(mini_mosaic: str, tmp_path):
+    grid = Grid([mini_mosaic], ["an"], [0], device="cpu", overrides={"epochs": 1})
+    return grid, grid.base_spec(mini_mosaic, "an", TINY.seed), Workspace(results=tmp_path / "results",
+                                                                          cache=tmp_path / "cache")
+
+
+def test_a_study_runs_its_budget_concludes_and_is_saved_and_then_runs_nothing(tmp_path, mini_mosaic):
+    grid, base, workspace = tiny(mini_mosaic, tmp_path)
+    summary = tune(grid, base, workspace, TINY, progress=False, heartbeat=5)
+    study = open_study(grid, base, workspace.optuna_url(), TINY)
+    assert (summary["completed"], summary["n_trials"], summary["pruned"]) == (2, 2, 0)
+    assert study.user_attrs["concluded"] is True and study.trials[0].params == {"lr": base.lr}
+    assert json.loads(tuned_path(workspace.tuned, spec_study(base)).read_text()) == summary
+    search(study, grid, base, workspace.data_cache, TINY, progress=False)       # concluded: nothing more runs
+    assert len(study.trials) == 2
+    tuned_path(workspace.tuned, spec_study(base)).unlink()                      # the summary lost, the study kept
+    seen = []
+    tune_locally(grid, [base], workspace, TINY, WorkerPlan(2, 1), on_summary=seen.append)
+    assert seen == [summary] and len(open_study(grid, base, workspace.optuna_url(), TINY).trials) == 2
+    assert json.loads(tuned_path(workspace.tuned, spec_study(base)).read_text()) == summary
+
+
+def test_one_job_tunes_each_study_in_this_process_and_reports_it(tmp_path, mini_mosaic):
+    grid, base, workspace = tiny(mini_mosaic, tmp_path)
+    seen = []
+    tune_locally(grid, [base], workspace, TINY, WorkerPlan(1, 1), on_summary=seen.append, heartbeat=5)
+    [summary] = seen
+    assert summary["study"] == spec_study(base) and summary["completed"] == 2
+    assert tuned_path(workspace.tuned, spec_study(base)).is_file()
+
+
+def test_a_study_worker_runs_the_whole_search_and_a_trial_worker_only_trials(tmp_path, mini_mosaic):
+    grid, base, workspace = tiny(mini_mosaic, tmp_path)
+    url = workspace.optuna_url()
+    trial_worker(grid, base, url, TINY, 0, 5.0, None, None, str(workspace.data_cache), worker="node-2")
+    study = open_study(grid, base, url, TINY)
+    assert len(completed_trials(study)) == 2 and not study.user_attrs.get("concluded")   # the driver advances it
+    assert {trial.user_attrs["worker"] for trial in study.trials} == {"node-2"}
+    study_worker(grid, base, url, TINY, 5.0, None, None, str(workspace.data_cache))
+    study = open_study(grid, base, url, TINY)
+    assert study.user_attrs["concluded"] is True and len(study.trials) == 2   # its budget was reached already
+    assert start_parent(None, base, spec_study(base)) is None
