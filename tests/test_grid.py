@@ -77,6 +77,15 @@ def test_narrowing_keeps_what_is_not_given_and_changes_what_is():
     assert grid.narrow(data="/x").data_dirs == {"fashion-mosaic": "/x", "digits-mosaic": "/x"}
 
 
+def test_each_override_keeps_where_it_was_set():
+    grid = Grid(["digits-mosaic"], ["an"], [0], overrides={"epochs": 2, "lr": 0.1})
+    assert (grid.origin_of("epochs"), grid.origin_of("batch_size")) == ("grid file", None)
+    narrowed = grid.narrow(overrides={"lr": "0.2", "batch_size": "8"})
+    assert narrowed.override_origins == {"lr": "--set", "batch_size": "--set"}
+    assert [narrowed.origin_of(name) for name in ("epochs", "lr", "batch_size")] == ["grid file", "--set", "--set"]
+    assert narrowed.narrow(seeds=[1]).override_origins == narrowed.override_origins      # kept by a later narrowing
+
+
 def test_an_override_is_known_to_some_variant_or_refused_with_the_closest_name():
     grid = Grid(["digits-mosaic"], ["an", "ll-r+boostlu"], [0])
     grid.check_overrides(["lr", "delta_rel", "boost_alpha", "epochs"], "--set")

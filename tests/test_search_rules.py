@@ -169,3 +169,16 @@ def test_a_study_of_another_budget_in_the_same_storage_is_refused(tmp_path):
     assert open_study(grid, base, url, COMPLETED).user_attrs["budget"] == COMPLETED.model_dump()  # resumed
     with pytest.raises(UserError, match="already ran under another tuning budget"):
         open_study(grid, base, url, TuningBudget(n_trials=12))
+
+
+def test_the_edges_and_bounds_are_inclusive_and_an_unbounded_side_moves_freely():
+    bounds = (1.0, math.exp(20.0))                            # positions on the log scale are exact here
+    assert edge_side(math.exp(1.0), bounds, log=True) == "low"          # exactly EDGE_SHARE from the low end
+    assert edge_side(math.exp(19.0), bounds, log=True) == "high"        # exactly EDGE_SHARE from the high end
+    assert edge_side(math.exp(2.0), bounds, log=True) is None
+    space = {"lr": (1e-3, 1e-1)}
+    assert first_trials(space, {"lr": 1e-3}, {}) == [{"lr": 1e-3}]     # a default on a bound is inside
+    assert first_trials(space, {"lr": 1e-1}, {}) == [{"lr": 1e-1}]
+    assert first_trials(space, {"lr": 2e-3}, {"lr": 1e-1}) == [{"lr": 2e-3}, {"lr": 1e-1}]
+    assert widened((1.0, 10.0), "low", False, (None, None)) == (-3.5, 10.0)
+    assert widened((1.0, 10.0), "high", False, (None, None)) == (1.0, 14.5)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from pathlib import Path
 
 import optuna
 import pytest
@@ -45,6 +47,7 @@ from bench.execute.workspace import Workspace
 from bench.plan.grid import Grid, TuningBudget
 from bench.plan.recipes import paper_recipe
 from bench.plan.studies import grid_budget, spec_study, study_space, tuned_path
+from bench.records import RECORD_FORMAT
 
 LR = FloatDistribution(1e-5, 1.0, log=True)
 
@@ -124,6 +127,8 @@ def test_the_paper_recipe_runs_the_grid_study_of_each_paper_that_published_its_s
     assert budget.sampler == "grid" and budget.n_trials == 8
     assert capsys.readouterr().out == ("tune: skipped: an+boostlu on voc: boostlu published its values; nothing to "
                                        "search\n")
+    fixed = Grid(["voc"], ["an"], [0], device="cpu", data_dirs={"voc": "/data"}, overrides={"batch_size": 16})
+    assert study_bases(fixed, ["paper"], TuningBudget(n_trials=5))[1].n_trials == 4   # the grid's batch size is set
     mixed = Grid(["voc"], ["an", "ll-r"], [0], device="cpu", data_dirs={"voc": "/data"})
     with pytest.raises(UserError, match="^tune --recipe paper: these grid studies search different grids; tune one "
                                         r"paper's variants at a time \(--variants\)$"):
@@ -387,6 +392,7 @@ def test_the_summary_counts_every_trial_and_is_saved(tmp_path):
         "best_params": {"lr": 4e-3}, "best_trial": 2, "protocol": base.protocol, "label_seed": base.label_seed,
         "backbone": base.backbone, "epochs": base.epochs, "widenings": [{"name": "lr"}]}
     assert summary["budget"] == budget.model_dump() and summary["convergence"] == study_convergence(study)
+    assert summary["format"] == RECORD_FORMAT
     assert "confirmation" not in summary and "ranges" not in summary and "extended" not in summary
     assert json.loads(tuned_path(workspace.tuned, spec_study(base)).read_text()) == summary
 
@@ -401,11 +407,12 @@ def test_a_confirmed_summary_reports_the_mean_and_keeps_the_single_seed_best(tmp
     scores = {"0": {"100": 90.0, "101": 70.0}, "1": {"100": 89.0, "101": 88.0}}
     study.set_user_attr("confirmation", scores)
     study.set_user_attr("extended", True)
+    study.set_user_attr("ranges", {"lr": [1e-4, 1e-1]})
     summary = summarize(study, base, workspace, TuningBudget(n_trials=2, confirm_seeds=[100, 101], confirm_top=2))
     assert summary["best_trial"] == 1 and summary["best_value"] == 88.5 and summary["best_params"] == {"lr": 2e-3}
     assert summary["confirmation"] == {"seeds": [100, 101], "scores": scores}
     assert summary["study_best"] == {"trial": 0, "value": 90.0, "params": {"lr": 1e-3}}
-    assert summary["extended"] is True
+    assert summary["extended"] is True and summary["ranges"] == {"lr": [1e-4, 1e-1]}
 
 
 # Training: one trial, one confirmation
@@ -488,3 +495,78 @@ def test_a_study_worker_runs_the_whole_search_and_a_trial_worker_only_trials(tmp
     study = open_study(grid, base, url, TINY)
     assert study.user_attrs["concluded"] is True and len(study.trials) == 2   # its budget was reached already
     assert start_parent(None, base, spec_study(base)) is None
+
+
+def test_a_tracked_study_is_a_finished_parent_run_with_one_child_run_per_trial(tmp_path, mini_mosaic):
+    from mlflow.tracking import MlflowClient
+
+    from bench.execute.tracking import Tracker
+
+    grid, base, workspace = tiny(mini_mosaic, tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = tune(grid, base, workspace, TINY, tracker=Tracker(tmp_path / "cache", uri), progress=False)
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(f"{mini_mosaic}/{base.protocol}").experiment_id])
+    [parent] = [run for run in runs if run.info.run_name == f"study an on {mini_mosaic}"]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and parent.data.tags["pamlbench.run_key"] == f"study {spec_study(base)}"
+    assert parent.data.metrics["best_val_map"] == summary["best_value"]
+    assert parent.data.metrics["best_epoch"] == 1
+    assert sorted(run.info.run_name for run in children) == ["trial 0", "trial 1"]
+    assert all(run.info.status == "FINISHED" and "best_val_map" in run.data.metrics for run in children)
+    record = json.loads((Path(client.download_artifacts(parent.info.run_id, "record.json", str(tmp_path)))
+                         ).read_text())
+    assert record["summary"] == summary and record["run_key"] == spec_study(base)
+
+
+def test_advancing_widens_a_range_at_its_edge_before_anything_else():
+    grid = digits()
+    base = grid.base_spec("digits-mosaic", "an", 100)
+    low, high = study_space(base)["lr"]
+    study = memory_study(study_name="s")
+    add(study, TrialState.COMPLETE, 90.0, lr=high)
+    assert advance(study, grid, base, None, TuningBudget(n_trials=3, widen_edges=1, extend_if_improving=True))
+    assert study.user_attrs["ranges"]["lr"][1] > high and study.user_attrs["extra_trials"] == 1  # 3 // 2
+    assert "concluded" not in study.user_attrs and "extended" not in study.user_attrs
+
+
+def test_a_second_budget_adds_the_budget_to_no_extra_trials():
+    grid = digits()
+    study = memory_study(study_name="s")
+    for value in (70.0, 71.0, 72.0, 73.0, 74.0, 90.0):
+        add(study, TrialState.COMPLETE, value, lr=1e-3)
+    assert advance(study, grid, grid.base_spec("digits-mosaic", "an", 100), None,
+                   TuningBudget(n_trials=6, extend_if_improving=True))
+    assert study.user_attrs["extra_trials"] == 6
+
+
+def test_each_range_widens_its_own_number_of_times_and_earlier_widenings_are_kept(capsys):
+    grid = digits(("ls",))
+    base = grid.base_spec("digits-mosaic", "ls", 100)
+    space = study_space(base)
+    (lr_low, lr_high), (coef_low, coef_high) = space["lr"], space["ls_coef"]
+    middle = math.sqrt(lr_low * lr_high)
+    distributions = {"lr": FloatDistribution(1e-6, 1.0, log=True), "ls_coef": FloatDistribution(1e-4, 1.0, log=True)}
+    study = memory_study(study_name="s")
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=90.0, params={"lr": lr_high, "ls_coef": coef_low},
+                                 distributions=distributions))
+    budget = TuningBudget(n_trials=3, widen_edges=1)
+    assert widen_at_edges(study, grid, base, budget)          # both at an edge: both widen, in one line
+    assert set(study.user_attrs["ranges"]) == {"lr", "ls_coef"}
+    assert "widened lr [" in capsys.readouterr().out.replace("], ls_coef [", "] | ls_coef [")
+    study = memory_study(study_name="t")
+    study.set_user_attr("widenings", [{"name": "lr", "side": "high", "from": [lr_low, lr_high],
+                                       "to": [lr_low, lr_high * 10], "winner": lr_high}])
+    study.set_user_attr("ranges", {"lr": [lr_low, lr_high * 10]})
+    study.set_user_attr("extra_trials", 1)
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=90.0,
+                                 params={"lr": lr_high * 10, "ls_coef": coef_high}, distributions=distributions))
+    assert widen_at_edges(study, grid, base, budget)          # lr used its one widening; ls_coef has its own
+    assert [w["name"] for w in study.user_attrs["widenings"]] == ["lr", "ls_coef"]
+    assert study.user_attrs["ranges"]["lr"] == [lr_low, lr_high * 10]   # kept
+    assert study.user_attrs["ranges"]["ls_coef"][0] == coef_low and study.user_attrs["extra_trials"] == 2
+    study = memory_study(study_name="u")
+    study.add_trial(create_trial(state=TrialState.COMPLETE, value=90.0, params={"lr": middle, "ls_coef": coef_high},
+                                 distributions=distributions))
+    assert widen_at_edges(study, grid, base, TuningBudget(n_trials=3, widen_edges=2))  # lr inside: ls_coef alone
+    assert list(study.user_attrs["ranges"]) == ["ls_coef"]
