@@ -22,10 +22,9 @@ from hypothesis import strategies as st
 from bench import registry
 from bench.cli.main import main
 from bench.errors import UserError
-from bench.execute.identity import file_sha256, plugin_code_version, run_identity, run_key
+from bench.execute.identity import file_sha256, run_identity, run_key
 from bench.execute.ledger import NO_CARRY, Ledger, LedgerEntry
 from bench.execute.runner import base_record
-from bench.execute.workspace import Workspace
 from bench.spec import RunSpec, make_spec
 from bench.versions import BENCH_DIR, CORE_HELPERS, code_version, harness_version
 
@@ -262,20 +261,3 @@ def test_line_endings_do_not_change_the_harness_version(bench_copy):
     before, after = version_after(lambda: trainer.write_bytes(trainer.read_bytes().replace(b"\n", b"\r\n")))
     assert after == before
 
-
-def test_the_committed_records_carry_today_s_plugin_code_version():
-    """The one helper that names today's code version of a (method, dataset) before the ledger: the version the
-    committed records were trained and keyed under, distinct per plugin file, and a one-line error for a plugin that
-    is gone."""
-    project = Path(__file__).resolve().parent.parent
-    records = [json.loads(path.read_text()) for path in sorted((project / "results").glob("*.json"))[:40]]
-    ledger = Workspace(results=project / "results").ledger()
-    assert records
-    for record in records:
-        spec = record["spec"]
-        today = plugin_code_version(spec["method"], spec["dataset"])
-        assert record["code_version"] == ledger.resolve(today, record["numerics"])
-    assert plugin_code_version("an", "digits-mosaic") != plugin_code_version("ls", "digits-mosaic")
-    assert plugin_code_version("an", "digits-mosaic") != plugin_code_version("an", "fashion-mosaic")
-    with pytest.raises(UserError):
-        plugin_code_version("no-such-method", "digits-mosaic")
