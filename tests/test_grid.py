@@ -106,6 +106,7 @@ def test_the_accepted_names_are_the_trainer_s_and_each_method_s():
     assert accepted_hparams(["an"]) == trainer
     assert accepted_hparams(["an+boostlu"]) == trainer | {"boost_alpha"}
     assert accepted_hparams(["an", "ls"]) == trainer | {"ls_coef"}
+    assert accepted_hparams(["an+boostlu", "an"]) == trainer | {"boost_alpha"}   # every variant's, not the last's
     assert accepted_hparams([]) == set()
 
 

@@ -182,3 +182,9 @@ def test_the_edges_and_bounds_are_inclusive_and_an_unbounded_side_moves_freely()
     assert first_trials(space, {"lr": 2e-3}, {"lr": 1e-1}) == [{"lr": 2e-3}, {"lr": 1e-1}]
     assert widened((1.0, 10.0), "low", False, (None, None)) == (-3.5, 10.0)
     assert widened((1.0, 10.0), "high", False, (None, None)) == (1.0, 14.5)
+
+
+def test_the_candidates_are_the_best_values_first_a_tie_to_the_earlier_trial():
+    trials = [(0, {"lr": 1.0}, 80.0), (1, {"lr": 2.0}, 90.0), (2, {"lr": 3.0}, 85.0)]
+    assert confirmation_candidates(trials, 2) == [1, 2]
+    assert confirmation_candidates([(3, {"lr": 1.0}, 90.0), (2, {"lr": 2.0}, 90.0)], 2) == [2, 3]

@@ -122,11 +122,14 @@ def test_the_paper_recipe_runs_the_grid_study_of_each_paper_that_published_its_s
     grid = Grid(["voc"], ["an", "an+boostlu", "wan"], [0], device="cpu", data_dirs={"voc": "/data"})
     bases, budget = study_bases(grid, ["paper"], TuningBudget(n_trials=5))
     assert [base.variant for base in bases] == ["an", "wan"]
-    assert all(base.recipe == "paper" for base in bases)
+    assert all(base.recipe == "paper" and base.epochs == 10 and base.head_lr_mult == 1.0 for base in bases)
     assert budget == grid_budget(TuningBudget(n_trials=5), study_space(bases[0], grid.overrides))
     assert budget.sampler == "grid" and budget.n_trials == 8
     assert capsys.readouterr().out == ("tune: skipped: an+boostlu on voc: boostlu published its values; nothing to "
                                        "search\n")
+    with_asl = Grid(["voc"], ["asl", "an"], [0], device="cpu", data_dirs={"voc": "/data"})
+    assert [base.variant for base in study_bases(with_asl, ["paper"], TuningBudget())[0]] == ["an"]  # asl: no paper
+    assert capsys.readouterr().out.startswith("tune: skipped: no paper recipe for asl on voc")
     fixed = Grid(["voc"], ["an"], [0], device="cpu", data_dirs={"voc": "/data"}, overrides={"batch_size": 16})
     assert study_bases(fixed, ["paper"], TuningBudget(n_trials=5))[1].n_trials == 4   # the grid's batch size is set
     mixed = Grid(["voc"], ["an", "ll-r"], [0], device="cpu", data_dirs={"voc": "/data"})
@@ -235,8 +238,11 @@ def test_a_storage_s_folder_is_made_and_a_bad_storage_refused(tmp_path):
     sqlite_folder(f"postgresql://host/{tmp_path / 'c' / 'db'}")
     assert not (tmp_path / "c").exists()
     check_storage(f"sqlite:///{tmp_path / 'a' / 'b' / 'optuna.db'}")
-    with pytest.raises(UserError, match="^cannot open Optuna storage nodb://secret@x"):
-        check_storage("nodb://secret@x")
+    with pytest.raises(UserError) as raised:
+        check_storage("nodb://user:secret@x")
+    message = str(raised.value)
+    assert message.startswith("cannot open Optuna storage nodb://user:***@x: ") and "secret" not in message
+    assert message.endswith("; check the URL and that the database server is running") and "None" not in message
 
 
 # Counting trials
@@ -441,9 +447,12 @@ def test_a_confirmation_on_another_seed_trains_that_seed(tmp_path, mini_mosaic, 
     study = memory_study(study_name="s")
     add(study, TrialState.COMPLETE, 50.0, lr=2e-3)
     data = tmp_path / "data"
-    confirm(study, grid, base, data, TuningBudget(n_trials=1, confirm_seeds=[101], confirm_top=1), progress=False)
+    budget = TuningBudget(n_trials=1, confirm_seeds=[100, 101], confirm_top=1)
+    study.set_user_attr("confirmation", {"0": {"100": 50.0}})       # seed 100 scored already: seed 101 still runs
+    confirm(study, grid, base, data, budget, progress=False)
     expected = Trainer(grid.base_spec(mini_mosaic, "an", 101, {"lr": 2e-3}), data, progress=False).run()
-    assert study.user_attrs["confirmation"] == {"0": {"101": expected["selections"]["clean"]["val_map"]}}
+    assert study.user_attrs["confirmation"] == {"0": {"100": 50.0,
+                                                      "101": expected["selections"]["clean"]["val_map"]}}
     assert f"tune s: confirmation of trial 0 on seed 101: val mAP {expected['selections']['clean']['val_map']:.2f}" \
         in capsys.readouterr().out
 
@@ -487,10 +496,18 @@ def test_one_job_tunes_each_study_in_this_process_and_reports_it(tmp_path, mini_
 def test_a_study_worker_runs_the_whole_search_and_a_trial_worker_only_trials(tmp_path, mini_mosaic):
     grid, base, workspace = tiny(mini_mosaic, tmp_path)
     url = workspace.optuna_url()
-    trial_worker(grid, base, url, TINY, 0, 5.0, None, None, str(workspace.data_cache), worker="node-2")
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    trial_worker(grid, base, url, TINY, 0, 5.0, (str(tmp_path / "cache"), mlflow_uri), None,
+                 str(workspace.data_cache), worker="node-2")
     study = open_study(grid, base, url, TINY)
     assert len(completed_trials(study)) == 2 and not study.user_attrs.get("concluded")   # the driver advances it
     assert {trial.user_attrs["worker"] for trial in study.trials} == {"node-2"}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name(f"{mini_mosaic}/{base.protocol}").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["trial 0", "trial 1"]   # tracked from the worker
+    assert (tmp_path / "cache" / "mlartifacts").is_dir()
     study_worker(grid, base, url, TINY, 5.0, None, None, str(workspace.data_cache))
     study = open_study(grid, base, url, TINY)
     assert study.user_attrs["concluded"] is True and len(study.trials) == 2   # its budget was reached already
