@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import pytest
 import sqlalchemy as sa
@@ -174,8 +175,12 @@ def test_creating_the_tables_twice_and_racing_are_harmless(tmp_path):
 def test_a_process_start_time_is_read_for_a_live_process_only():
     assert process_started(os.getpid()) not in (None, "unknown")
     assert process_started(os.getpid()) == process_started(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    default_actions = ("import signal, time\nfor number in signal.valid_signals():\n    try:\n"
+                       "        signal.signal(number, signal.SIG_DFL)\n    except (OSError, ValueError):\n"
+                       "        pass\nprint('ready', flush=True)\ntime.sleep(30)\n")  # would end on any signal
+    child = subprocess.Popen([sys.executable, "-c", default_actions], stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout.readline() == "ready\n"
         uptime = float(open("/proc/uptime").read().split()[0])
         started = int(process_started(child.pid)) / os.sysconf("SC_CLK_TCK")  # seconds after boot
         assert uptime - 10 < started <= uptime + 1  # the child started just now: the start-time field, no other
@@ -228,6 +233,21 @@ def test_creating_the_tables_on_a_locked_database_is_retried_then_gives_up(tmp_p
     holder.join()
 
 
+def test_by_default_the_tables_are_tried_five_times_and_a_claim_is_stale_after_two_minutes(tmp_path, monkeypatch):
+    path = tmp_path / "locked.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.01})
+    metadata = sa.MetaData()
+    sa.Table("t", metadata, sa.Column("x", sa.Integer, primary_key=True))
+    waits = []
+    holder = locked_for(path, 1.0)
+    monkeypatch.setattr("bench.execute.claims.time", types.SimpleNamespace(sleep=waits.append, time=time.time))
+    with pytest.raises(sa.exc.OperationalError, match="locked"):
+        create_tables(metadata, engine)
+    holder.join()
+    assert waits == [pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.6), pytest.approx(0.8)]
+    assert ClaimStore(f"sqlite:///{tmp_path / 'claims.sqlite'}").stale_after == 120.0
+
+
 def test_an_error_that_is_no_race_is_raised_at_once(tmp_path):
     path = tmp_path / "read-only.sqlite"
     sa.create_engine(f"sqlite:///{path}").connect().close()
@@ -248,8 +268,12 @@ def test_a_worker_name_is_host_pid_and_six_hex_digits():
 
 
 def test_a_live_worker_s_process_is_only_asked_whether_it_exists():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    default_actions = ("import signal, time\nfor number in signal.valid_signals():\n    try:\n"
+                       "        signal.signal(number, signal.SIG_DFL)\n    except (OSError, ValueError):\n"
+                       "        pass\nprint('ready', flush=True)\ntime.sleep(30)\n")  # would end on any signal
+    child = subprocess.Popen([sys.executable, "-c", default_actions], stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout.readline() == "ready\n"
         assert not dead_local_worker(f"{socket.gethostname()}:{child.pid}:abcdef")
         time.sleep(0.2)
         assert child.poll() is None  # no signal but 0 was sent: the worker lives on
@@ -279,8 +303,12 @@ def test_an_owner_of_unknown_start_is_gone_only_when_its_pid_is():
 
     assert process_owner() == {"host": socket.gethostname(), "pid": os.getpid(),
                                "started": process_started(os.getpid())}
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    default_actions = ("import signal, time\nfor number in signal.valid_signals():\n    try:\n"
+                       "        signal.signal(number, signal.SIG_DFL)\n    except (OSError, ValueError):\n"
+                       "        pass\nprint('ready', flush=True)\ntime.sleep(30)\n")  # would end on any signal
+    child = subprocess.Popen([sys.executable, "-c", default_actions], stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout.readline() == "ready\n"
         owner = {"host": socket.gethostname(), "pid": child.pid}
         assert not owner_gone({**owner, "started": "unknown"})  # alive; its start time not compared
         assert not owner_gone({**owner, "started": None})

@@ -236,6 +236,12 @@ def test_an_optional_dataset_joins_only_when_its_files_are_present(tmp_path):
     text = ("datasets = ['digits-mosaic']\noptional_datasets = ['voc', 'digits-mosaic']\nvariants = ['an']\n"
             "seeds = [0]\n")
     assert load_grid(write(tmp_path, text)).datasets == ["digits-mosaic"]       # no VOC files, no repeat
+    prepared = tmp_path / "voc-prepared"
+    prepared.mkdir()
+    with_folder = text + f"[data_dirs]\nvoc = '{prepared}'\n"
+    assert load_grid(write(tmp_path, with_folder)).datasets == ["digits-mosaic"]  # a folder not prepared
+    (prepared / "manifest.json").write_text("{}")
+    assert load_grid(write(tmp_path, with_folder)).datasets == ["digits-mosaic", "voc"]
 
 
 @pytest.mark.parametrize(("text", "message"), [

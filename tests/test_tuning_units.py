@@ -137,6 +137,11 @@ def test_the_paper_recipe_runs_the_grid_study_of_each_paper_that_published_its_s
                                         r"paper's variants at a time \(--variants\)$"):
         study_bases(mixed, ["paper"], TuningBudget())
     assert paper_recipe("voc", "ll-r").search != paper_recipe("voc", "an").search
+    large_loss = Grid(["voc"], ["ll-r", "ll-ct"], [0], device="cpu", data_dirs={"voc": "/data"})
+    assert large_loss.base_spec("voc", "ll-r", 100).batch_size == 8                     # the defaults differ
+    assert [(base.variant, base.recipe, base.batch_size, base.head_lr_mult, base.lr)
+            for base in study_bases(large_loss, ["paper"], TuningBudget())[0]] == [
+        ("ll-r", "paper", 16, 10.0, 1e-05), ("ll-ct", "paper", 16, 10.0, 1e-05)]      # the LL paper's settings
 
 
 # Pruners and samplers
@@ -450,11 +455,28 @@ def test_a_confirmation_on_another_seed_trains_that_seed(tmp_path, mini_mosaic, 
     budget = TuningBudget(n_trials=1, confirm_seeds=[100, 101], confirm_top=1)
     study.set_user_attr("confirmation", {"0": {"100": 50.0}})       # seed 100 scored already: seed 101 still runs
     confirm(study, grid, base, data, budget, progress=False)
+    assert (data / "mini-mosaic-v1.npz").is_file()                  # the dataset built in the data cache
     expected = Trainer(grid.base_spec(mini_mosaic, "an", 101, {"lr": 2e-3}), data, progress=False).run()
     assert study.user_attrs["confirmation"] == {"0": {"100": 50.0,
                                                       "101": expected["selections"]["clean"]["val_map"]}}
     assert f"tune s: confirmation of trial 0 on seed 101: val mAP {expected['selections']['clean']['val_map']:.2f}" \
         in capsys.readouterr().out
+
+
+def test_a_confirmation_that_fails_numerically_scores_zero(tmp_path, mini_mosaic, capsys, monkeypatch):
+    from bench.trainer import NumericalFault, Trainer
+
+    def diverge(self, **_):
+        raise NumericalFault("non-finite loss")
+
+    monkeypatch.setattr(Trainer, "run", diverge)
+    grid = Grid([mini_mosaic], ["an"], [0], device="cpu", overrides={"epochs": 1})
+    study = memory_study(study_name="s")
+    add(study, TrialState.COMPLETE, 50.0, lr=2e-3)
+    confirm(study, grid, grid.base_spec(mini_mosaic, "an", 100), tmp_path / "data",
+            TuningBudget(n_trials=1, confirm_seeds=[100, 101], confirm_top=1), progress=False)
+    assert study.user_attrs["confirmation"] == {"0": {"100": 50.0, "101": 0.0}}
+    assert capsys.readouterr().out == "tune s: confirmation of trial 0 on seed 101: val mAP 0.00\n"
 
 
 # Whole studies on a tiny dataset: one epoch a trial
@@ -587,3 +609,49 @@ def test_each_range_widens_its_own_number_of_times_and_earlier_widenings_are_kep
                                  distributions=distributions))
     assert widen_at_edges(study, grid, base, TuningBudget(n_trials=3, widen_edges=2))  # lr inside: ls_coef alone
     assert list(study.user_attrs["ranges"]) == ["ls_coef"]
+
+
+def test_a_tracked_study_worker_logs_its_trials_under_the_study_s_parent_run(tmp_path, mini_mosaic, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from bench.execute.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    grid, base, workspace = tiny(mini_mosaic, tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking_cache = tmp_path / "tracking"
+    parent = start_parent(Tracker(tracking_cache, uri), base, spec_study(base))
+    study_worker(grid, base, workspace.optuna_url(), TINY, 5.0, (str(tracking_cache), uri), parent,
+                 str(workspace.data_cache))
+    assert open_study(grid, base, workspace.optuna_url(), TINY).user_attrs["concluded"] is True
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(f"{mini_mosaic}/{base.protocol}").experiment_id])
+    trials = sorted((run.info.run_name, run.data.tags.get("mlflow.parentRunId")) for run in runs
+                    if run.info.run_name.startswith("trial"))
+    assert trials == [("trial 0", parent), ("trial 1", parent)]
+    assert (tracking_cache / "mlartifacts").is_dir()
+    assert (workspace.data_cache / "mini-mosaic-v1.npz").is_file() and not (tmp_path / "None").exists()
+
+
+def test_trial_workers_of_another_offset_sample_other_values_and_log_under_the_parent(tmp_path, mini_mosaic,
+                                                                                       monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from bench.execute.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    grid, base, workspace = tiny(mini_mosaic, tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = start_parent(Tracker(tmp_path / "tracking", uri), base, spec_study(base))
+    suggested = []
+    for offset in (0, 1):
+        url = f"sqlite:///{tmp_path / f'optuna-{offset}.db'}"
+        trial_worker(grid, base, url, TINY, offset, 5.0, (str(tmp_path / "tracking"), uri), parent,
+                     str(workspace.data_cache))
+        suggested.append([trial.params["lr"] for trial in open_study(grid, base, url, TINY).trials])
+    assert suggested[0][0] != suggested[1][0]                           # each worker samples with its own seed
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(f"{mini_mosaic}/{base.protocol}").experiment_id])
+    assert sorted(run.data.tags.get("mlflow.parentRunId") for run in runs if run.info.run_name.startswith("trial")) \
+        == [parent] * 4
+    assert (workspace.data_cache / "mini-mosaic-v1.npz").is_file() and not (tmp_path / "None").exists()
