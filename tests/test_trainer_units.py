@@ -3,6 +3,7 @@ faults, prediction and evaluation, the best epoch kept, a finished run's record 
 out-of-memory refusal."""
 
 import dataclasses
+import io
 import math
 import resource
 
@@ -64,11 +65,16 @@ def test_the_optimizer_is_adam_over_the_model_s_groups_at_the_spec_s_rates(mini_
     assert trainer.progress is False and trainer.cuda is False and trainer.device == torch.device("cpu")
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def test_progress_bars_only_on_a_terminal(mini_mosaic, cache_root, monkeypatch):
-    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    monkeypatch.setattr("sys.stderr", Terminal())
     assert Trainer(make_spec(mini_mosaic, "an", 0), cache_root, progress=True).progress is True
     assert Trainer(make_spec(mini_mosaic, "an", 0), cache_root, progress=False).progress is False
-    monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
     assert Trainer(make_spec(mini_mosaic, "an", 0), cache_root, progress=True).progress is False
 
 

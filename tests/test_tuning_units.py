@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import optuna
@@ -506,13 +507,57 @@ def test_a_study_runs_its_budget_concludes_and_is_saved_and_then_runs_nothing(tm
     assert json.loads(tuned_path(workspace.tuned, spec_study(base)).read_text()) == summary
 
 
+def tracked_studies(uri: str, dataset: str, protocol: str) -> dict[str, list[str]]:
+    """{parent run name: sorted names of its child runs} of the MLflow experiment of (dataset, protocol)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name(f"{dataset}/{protocol}").experiment_id])
+    parents = {run.info.run_id: run for run in runs if run.info.run_name.startswith("study ")}
+    assert all(run.info.status == "FINISHED" and "best_val_map" in run.data.metrics for run in parents.values())
+    return {run.info.run_name: sorted(child.info.run_name for child in runs
+                                      if child.data.tags.get("mlflow.parentRunId") == run_id)
+            for run_id, run in parents.items()}
+
+
 def test_one_job_tunes_each_study_in_this_process_and_reports_it(tmp_path, mini_mosaic):
+    from bench.execute.tracking import Tracker
+
     grid, base, workspace = tiny(mini_mosaic, tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     seen = []
-    tune_locally(grid, [base], workspace, TINY, WorkerPlan(1, 1), on_summary=seen.append, heartbeat=5)
+    tune_locally(grid, [base], workspace, TINY, WorkerPlan(1, 1), on_summary=seen.append,
+                 tracker=Tracker(workspace.cache, uri), heartbeat=5)
     [summary] = seen
     assert summary["study"] == spec_study(base) and summary["completed"] == 2
     assert tuned_path(workspace.tuned, spec_study(base)).is_file()
+    trials = open_study(grid, base, workspace.optuna_url(), TINY).trials
+    assert {trial.user_attrs["owner"]["pid"] for trial in trials} == {os.getpid()}   # trained in this process
+    assert tracked_studies(uri, mini_mosaic, base.protocol) == {f"study an on {mini_mosaic}": ["trial 0", "trial 1"]}
+
+
+def test_two_jobs_tune_the_studies_in_worker_processes_each_under_its_parent_run(tmp_path, mini_mosaic,
+                                                                                  monkeypatch):
+    from bench.execute.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    grid = Grid([mini_mosaic], ["an", "wan"], [0], device="cpu", overrides={"epochs": 1})
+    bases = [grid.base_spec(mini_mosaic, variant, TINY.seed) for variant in ("an", "wan")]
+    workspace = Workspace(results=tmp_path / "results", cache=tmp_path / "cache")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    seen = []
+    tune_locally(grid, bases, workspace, TINY, WorkerPlan(2, 1), on_summary=seen.append,
+                 tracker=Tracker(workspace.cache, uri), heartbeat=5)
+    assert sorted(summary["study"] for summary in seen) == sorted(spec_study(base) for base in bases)
+    for summary in seen:
+        assert json.loads(tuned_path(workspace.tuned, summary["study"]).read_text()) == summary
+    for base in bases:
+        owners = {trial.user_attrs["owner"]["pid"] for trial in open_study(grid, base, workspace.optuna_url(),
+                                                                               TINY).trials}
+        assert len(owners) == 1 and os.getpid() not in owners                  # trained in a worker process
+    assert tracked_studies(uri, mini_mosaic, bases[0].protocol) == {
+        f"study an on {mini_mosaic}": ["trial 0", "trial 1"], f"study wan on {mini_mosaic}": ["trial 0", "trial 1"]}
+    assert (workspace.data_cache / "mini-mosaic-v1.npz").is_file() and not (tmp_path / "None").exists()
 
 
 def test_a_study_worker_runs_the_whole_search_and_a_trial_worker_only_trials(tmp_path, mini_mosaic):
