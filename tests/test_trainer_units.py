@@ -372,3 +372,26 @@ def test_a_linear_init_run_trains_its_linear_stage_once(mini_mosaic, cache_root,
     resumed = Trainer(spec, cache_root, progress=False).run(resume_path=partial)
     assert stages == ["an+li"] and resumed["linear_stage"] == {"epochs": 1, "kept": True}
     assert "linear_stage" not in trainer_for(mini_mosaic, cache_root, epochs=1).run()
+
+
+def test_a_restored_checkpoint_brings_back_the_method_s_state(mini_mosaic, cache_root, tmp_path):
+    trainer = trainer_for(mini_mosaic, cache_root, variant="role", epochs=1)
+    trainer.run()
+    partial = tmp_path / "run.partial.pt"
+    trainer.save_progress(partial, Progress(epoch=1))
+    fresh = trainer_for(mini_mosaic, cache_root, variant="role", epochs=1)
+    assert not torch.equal(fresh.method.estimates.detach(), trainer.method.estimates.detach())
+    assert fresh.restore(partial).epoch == 1
+    assert torch.equal(fresh.method.estimates.detach(), trainer.method.estimates.detach())
+
+
+def test_the_peak_memory_on_a_gpu_is_the_allocator_s_peak_in_mib(monkeypatch):
+    gpu = torch.device("cuda", 0)
+    asked = []
+
+    def allocated(device):
+        asked.append(device)
+        return 3 * 2**20
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", allocated)
+    assert peak_memory_mb(gpu) == 3.0 and asked == [gpu]

@@ -491,9 +491,11 @@ def tiny(mini_mosaic: str, tmp_path):
                                                                           cache=tmp_path / "cache")
 
 
-def test_a_study_runs_its_budget_concludes_and_is_saved_and_then_runs_nothing(tmp_path, mini_mosaic):
+def test_a_study_runs_its_budget_concludes_and_is_saved_and_then_runs_nothing(tmp_path, mini_mosaic, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     grid, base, workspace = tiny(mini_mosaic, tmp_path)
     summary = tune(grid, base, workspace, TINY, progress=False, heartbeat=5)
+    assert (workspace.data_cache / "mini-mosaic-v1.npz").is_file() and not (tmp_path / "None").exists()
     study = open_study(grid, base, workspace.optuna_url(), TINY)
     assert (summary["completed"], summary["n_trials"], summary["pruned"]) == (2, 2, 0)
     assert study.user_attrs["concluded"] is True and study.trials[0].params == {"lr": base.lr}
@@ -536,11 +538,9 @@ def test_one_job_tunes_each_study_in_this_process_and_reports_it(tmp_path, mini_
     assert tracked_studies(uri, mini_mosaic, base.protocol) == {f"study an on {mini_mosaic}": ["trial 0", "trial 1"]}
 
 
-def test_two_jobs_tune_the_studies_in_worker_processes_each_under_its_parent_run(tmp_path, mini_mosaic,
-                                                                                  monkeypatch):
+def test_two_jobs_tune_the_studies_in_worker_processes_each_under_its_parent_run(tmp_path, mini_mosaic):
     from bench.execute.tracking import Tracker
 
-    monkeypatch.chdir(tmp_path)
     grid = Grid([mini_mosaic], ["an", "wan"], [0], device="cpu", overrides={"epochs": 1})
     bases = [grid.base_spec(mini_mosaic, variant, TINY.seed) for variant in ("an", "wan")]
     workspace = Workspace(results=tmp_path / "results", cache=tmp_path / "cache")
@@ -557,7 +557,7 @@ def test_two_jobs_tune_the_studies_in_worker_processes_each_under_its_parent_run
         assert len(owners) == 1 and os.getpid() not in owners                  # trained in a worker process
     assert tracked_studies(uri, mini_mosaic, bases[0].protocol) == {
         f"study an on {mini_mosaic}": ["trial 0", "trial 1"], f"study wan on {mini_mosaic}": ["trial 0", "trial 1"]}
-    assert (workspace.data_cache / "mini-mosaic-v1.npz").is_file() and not (tmp_path / "None").exists()
+    assert (workspace.data_cache / "mini-mosaic-v1.npz").is_file()    # built by the workers in the data cache
 
 
 def test_a_study_worker_runs_the_whole_search_and_a_trial_worker_only_trials(tmp_path, mini_mosaic):
@@ -674,8 +674,9 @@ def test_a_tracked_study_worker_logs_its_trials_under_the_study_s_parent_run(tmp
     trials = sorted((run.info.run_name, run.data.tags.get("mlflow.parentRunId")) for run in runs
                     if run.info.run_name.startswith("trial"))
     assert trials == [("trial 0", parent), ("trial 1", parent)]
-    assert (tracking_cache / "mlartifacts").is_dir()
-    assert (workspace.data_cache / "mini-mosaic-v1.npz").is_file() and not (tmp_path / "None").exists()
+    assert (tracking_cache / "mlartifacts").is_dir() and sorted(path.name for path in tmp_path.iterdir()) == [
+        "cache", "mlflow.db", "tracking"]                               # nothing made where the worker runs
+    assert (workspace.data_cache / "mini-mosaic-v1.npz").is_file()
 
 
 def test_trial_workers_of_another_offset_sample_other_values_and_log_under_the_parent(tmp_path, mini_mosaic,
@@ -689,14 +690,30 @@ def test_trial_workers_of_another_offset_sample_other_values_and_log_under_the_p
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = start_parent(Tracker(tmp_path / "tracking", uri), base, spec_study(base))
     suggested = []
-    for offset in (0, 1):
+    for offset, tracking, parent_run in ((0, (str(tmp_path / "tracking"), uri), parent), (1, None, None)):
         url = f"sqlite:///{tmp_path / f'optuna-{offset}.db'}"
-        trial_worker(grid, base, url, TINY, offset, 5.0, (str(tmp_path / "tracking"), uri), parent,
-                     str(workspace.data_cache))
+        trial_worker(grid, base, url, TINY, offset, 5.0, tracking, parent_run, str(workspace.data_cache))
         suggested.append([trial.params["lr"] for trial in open_study(grid, base, url, TINY).trials])
     assert suggested[0][0] != suggested[1][0]                           # each worker samples with its own seed
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name(f"{mini_mosaic}/{base.protocol}").experiment_id])
     assert sorted(run.data.tags.get("mlflow.parentRunId") for run in runs if run.info.run_name.startswith("trial")) \
-        == [parent] * 4
+        == [parent] * 2                                                 # the untracked worker logged nothing
     assert (workspace.data_cache / "mini-mosaic-v1.npz").is_file() and not (tmp_path / "None").exists()
+
+
+def test_a_search_confirms_its_winner_and_names_the_worker_of_its_trials(tmp_path, mini_mosaic, monkeypatch):
+    from bench.trainer import Trainer
+
+    monkeypatch.chdir(tmp_path)
+    grid, base, workspace = tiny(mini_mosaic, tmp_path)
+    budget = TINY.model_copy(update={"confirm_seeds": [TINY.seed, TINY.seed + 1], "confirm_top": 1})
+    study = open_study(grid, base, workspace.optuna_url(), budget)
+    search(study, grid, base, workspace.data_cache, budget, progress=False, worker="node-3")
+    assert {trial.user_attrs["worker"] for trial in study.trials} == {"node-3"}
+    [(number, scores)] = study.user_attrs["confirmation"].items()
+    winner = study.trials[int(number)]
+    expected = Trainer(grid.base_spec(mini_mosaic, "an", TINY.seed + 1, winner.params), workspace.data_cache,
+                       progress=False).run()["selections"]["clean"]["val_map"]
+    assert scores == {str(TINY.seed): winner.value, str(TINY.seed + 1): expected}
+    assert study.user_attrs["concluded"] is True and not (tmp_path / "None").exists()
