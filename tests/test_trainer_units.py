@@ -15,7 +15,7 @@ from bench.errors import UserError
 from bench.method import Method
 from bench.metrics import average_precision
 from bench.numerics import determinism_note
-from bench.rundata import normalise
+from bench.rundata import Evaluation, normalise
 from bench.spec import make_spec
 from bench.trainer import EVAL_BATCH, NumericalFault, Progress, Trainer, mean_ap, peak_memory_mb
 
@@ -395,3 +395,63 @@ def test_the_peak_memory_on_a_gpu_is_the_allocator_s_peak_in_mib(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", allocated)
     assert peak_memory_mb(gpu) == 3.0 and asked == [gpu]
+
+
+def test_evaluation_leaves_out_the_entries_a_dataset_marks_unannotated(mini_mosaic, cache_root):
+    trainer = trainer_for(mini_mosaic, cache_root)
+    test = trainer.data.test
+    known = np.ones_like(test.targets, dtype=bool)
+    known[: len(known) // 2, :5] = False                               # half the images unannotated in 5 classes
+    trainer.data = dataclasses.replace(trainer.data, test=Evaluation(test.images, test.targets, known),
+                                       val_clean=Evaluation(trainer.data.val_clean.images,
+                                                            trainer.data.val_clean.targets, known))
+    clean, _, per_class = trainer.evaluate()
+    test_scores = trainer.predict(trainer.test_inputs).numpy()
+    assert np.array_equal(per_class, average_precision(test_scores, test.targets, known))
+    assert not np.array_equal(per_class, average_precision(test_scores, test.targets, None))
+    val_scores = trainer.predict(trainer.val_inputs).numpy()
+    assert clean == 100 * float(average_precision(val_scores, trainer.data.val_clean.targets, known).mean())
+    assert clean != 100 * float(average_precision(val_scores, trainer.data.val_clean.targets, None).mean())
+
+
+def test_the_epoch_checkpoint_keeps_the_seconds_spent_so_far(mini_mosaic, cache_root, tmp_path):
+    partial = tmp_path / "run.partial.pt"
+    fields = trainer_for(mini_mosaic, cache_root, epochs=2).run(resume_path=partial)
+    saved = torch.load(partial, weights_only=True)["seconds"]
+    assert 0 < saved <= fields["train_seconds"]
+
+
+def test_a_cosine_schedule_sets_each_epoch_s_rate_before_it_trains(mini_mosaic, cache_root):
+    trainer = trainer_for(mini_mosaic, cache_root, lr=0.002, lr_schedule="cosine", epochs=2)
+    rates = []
+    trainer.run(on_epoch=lambda epoch, point: rates.append(trainer.optimizer.param_groups[0]["lr"]))
+    assert rates == [0.002, pytest.approx(0.001)]
+
+
+class LiveState(Method):
+    """A plugin whose state_dict hands out its live tensor, which every step changes in place."""
+
+    name = ""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = torch.zeros(1)
+
+    def batch_loss(self, logits, observed, *, epoch, indices=None):
+        return logits.sum() * 0
+
+    def after_step(self, logits, observed, indices, epoch, state):
+        self.steps += 1
+
+    def state_dict(self):
+        return {"steps": self.steps}
+
+
+def test_the_best_epoch_s_method_state_is_a_copy_even_of_a_live_tensor(mini_mosaic, cache_root):
+    trainer = trainer_for(mini_mosaic, cache_root, freeze_backbone=True, batch_size=250)
+    trainer.method = LiveState()
+    trainer.evaluate = FixedEvaluation([(80.0, 10.0), (50.0, 10.0)])
+    progress = Progress()
+    trainer.train_and_evaluate(1, progress)
+    trainer.train_and_evaluate(2, progress)
+    assert float(trainer.method.steps) == 4 and float(trainer.best_method["steps"]) == 2
