@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import optuna
@@ -20,9 +21,11 @@ from optuna.trial import TrialState, create_trial
 from bench.errors import UserError
 from bench.execute.tuning import (
     advance,
+    budget_reached,
     check_storage,
     completed_trials,
     confirm,
+    current_space,
     enqueue_first_trials,
     finished_trials,
     make_pruner,
@@ -637,7 +640,8 @@ def test_each_range_widens_its_own_number_of_times_and_earlier_widenings_are_kep
     budget = TuningBudget(n_trials=3, widen_edges=1)
     assert widen_at_edges(study, grid, base, budget)          # both at an edge: both widen, in one line
     assert set(study.user_attrs["ranges"]) == {"lr", "ls_coef"}
-    assert "widened lr [" in capsys.readouterr().out.replace("], ls_coef [", "] | ls_coef [")
+    assert re.fullmatch(r"tune s: the winner sits at a range's edge; widened lr \[[^]]+\] -> \[[^]]+\], "
+                        r"ls_coef \[[^]]+\] -> \[[^]]+\]\n", capsys.readouterr().out)
     study = memory_study(study_name="t")
     study.set_user_attr("widenings", [{"name": "lr", "side": "high", "from": [lr_low, lr_high],
                                        "to": [lr_low, lr_high * 10], "winner": lr_high}])
@@ -717,3 +721,32 @@ def test_a_search_confirms_its_winner_and_names_the_worker_of_its_trials(tmp_pat
                        progress=False).run()["selections"]["clean"]["val_map"]
     assert scores == {str(TINY.seed): winner.value, str(TINY.seed + 1): expected}
     assert study.user_attrs["concluded"] is True and not (tmp_path / "None").exists()
+
+
+def test_a_trial_suggests_every_name_of_its_space_lists_and_ranges_alike():
+    study = memory_study()
+    values = suggest(study.ask(), "ls", {"batch_size": [8, 16], "lr": (1e-4, 1e-2), "ls_coef": (0.01, 0.4)})
+    assert set(values) == {"batch_size", "lr", "ls_coef"} and values["batch_size"] in (8, 16)
+    assert 1e-4 <= values["lr"] <= 1e-2 and 0.01 <= values["ls_coef"] <= 0.4
+
+
+def test_a_budget_of_finished_trials_counts_the_pruned_and_the_extra_trials():
+    budget = TuningBudget(n_trials=2, count="finished")
+    study = memory_study()
+    add(study, TrialState.COMPLETE, 80.0)
+    assert not budget_reached(study, budget)
+    add(study, TrialState.PRUNED, epochs=1)
+    assert budget_reached(study, budget)                                 # one completed and one pruned: 2 finished
+    study.set_user_attr("extra_trials", 1)
+    assert not budget_reached(study, budget)
+    add(study, TrialState.PRUNED, epochs=1)
+    assert budget_reached(study, budget)
+
+
+def test_the_space_searched_now_leaves_out_what_the_grid_fixes_and_takes_the_widened_ranges():
+    grid = digits(("ls",), overrides={"ls_coef": 0.2})
+    base = grid.base_spec("digits-mosaic", "ls", 100)
+    study = memory_study()
+    assert list(current_space(study, base, grid)) == ["lr"]
+    study.set_user_attr("ranges", {"lr": [1e-5, 0.05]})
+    assert current_space(study, base, grid) == {"lr": (1e-5, 0.05)}
