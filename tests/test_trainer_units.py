@@ -90,7 +90,7 @@ def test_the_learning_rate_of_every_group_follows_the_schedule(mini_mosaic, cach
 
 
 def test_one_epoch_visits_every_image_once_in_the_shuffled_order_and_returns_the_mean_batch_loss(
-        mini_mosaic, cache_root):
+        mini_mosaic, cache_root, capsys):
     trainer = trainer_for(mini_mosaic, cache_root, seed=3, batch_size=150)
     trainer.method = ScriptedLoss([1.0, 2.0, 3.0, 10.0])
     order = torch.randperm(500, generator=torch.Generator().manual_seed(3))
@@ -102,6 +102,7 @@ def test_one_epoch_visits_every_image_once_in_the_shuffled_order_and_returns_the
         assert epoch == 1 and torch.equal(observed, trainer.state.observed[indices])
     assert 0 <= share <= 1
     assert trainer.model.training
+    assert capsys.readouterr().err == ""                                  # no progress bar off a terminal
 
 
 def test_a_non_finite_loss_names_its_first_batch_after_the_pass(mini_mosaic, cache_root):
