@@ -41,9 +41,12 @@ class ScriptedLoss(Method):
         return logits.sum() * 0 + self.losses[len(self.seen) - 1]
 
 
-def test_a_trainer_is_seeded_by_its_spec_whatever_the_global_generator(mini_mosaic, cache_root):
+def test_a_trainer_is_seeded_by_its_spec_whatever_the_global_generator(mini_mosaic, cache_root, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
     torch.manual_seed(123)
     first = trainer_for(mini_mosaic, cache_root, seed=7)
+    assert first.state.epochs == 2 and list(tmp_path.iterdir()) == []   # the data from the cache folder given
     torch.manual_seed(456)
     second = trainer_for(mini_mosaic, cache_root, seed=7)
     other = trainer_for(mini_mosaic, cache_root, seed=8)
@@ -72,7 +75,7 @@ class Terminal(io.StringIO):
 
 def test_progress_bars_only_on_a_terminal(mini_mosaic, cache_root, monkeypatch):
     monkeypatch.setattr("sys.stderr", Terminal())
-    assert Trainer(make_spec(mini_mosaic, "an", 0), cache_root, progress=True).progress is True
+    assert Trainer(make_spec(mini_mosaic, "an", 0), cache_root).progress is True
     assert Trainer(make_spec(mini_mosaic, "an", 0), cache_root, progress=False).progress is False
     monkeypatch.setattr("sys.stderr", io.StringIO())
     assert Trainer(make_spec(mini_mosaic, "an", 0), cache_root, progress=True).progress is False
