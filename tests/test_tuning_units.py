@@ -750,3 +750,29 @@ def test_the_space_searched_now_leaves_out_what_the_grid_fixes_and_takes_the_wid
     assert list(current_space(study, base, grid)) == ["lr"]
     study.set_user_attr("ranges", {"lr": [1e-5, 0.05]})
     assert current_space(study, base, grid) == {"lr": (1e-5, 0.05)}
+
+
+def test_the_median_pruner_waits_a_whole_third_of_the_epochs():
+    study = memory_study(pruner=make_pruner("median", 10))              # a third of 10 epochs: 3 steps of warm-up
+    for _ in range(2):
+        trial = study.ask()
+        for step in range(10):
+            trial.report(90.0, step)
+        study.tell(trial, 90.0)
+    trial = study.ask()
+    for step in range(4):
+        trial.report(10.0, step)
+        assert trial.should_prune() == (step >= 3)
+
+
+def test_a_grid_sampler_visits_its_grid_in_an_order_fixed_by_its_seed():
+    space = {"lr": [0.01, 0.001, 0.0001, 1e-05], "batch_size": [8, 16]}
+    budget = TuningBudget(sampler="grid")
+
+    def order(seed):
+        study = memory_study(sampler=make_sampler(budget, space, seed))
+        return [tuple(study.ask({"lr": CategoricalDistribution(space["lr"]),
+                                 "batch_size": CategoricalDistribution(space["batch_size"])}).params.values())
+                for _ in range(8)]
+
+    assert order(5) == order(5) and sorted(order(5)) == sorted(order(6))
