@@ -459,3 +459,29 @@ def test_the_best_epoch_s_method_state_is_a_copy_even_of_a_live_tensor(mini_mosa
     trainer.train_and_evaluate(1, progress)
     trainer.train_and_evaluate(2, progress)
     assert float(trainer.method.steps) == 4 and float(trainer.best_method["steps"]) == 2
+
+
+class NearZero(torch.nn.Module):
+    """A hand-made model: logit +0.5 for classes 0-4 and -0.5 for classes 5-9, whatever the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, images):
+        return self.scale * torch.tensor([0.5] * 5 + [-0.5] * 5).expand(len(images), -1)
+
+
+def test_a_false_negative_is_memorised_when_its_logit_is_below_zero(mini_mosaic, cache_root):
+    trainer = trainer_for(mini_mosaic, cache_root, epochs=1, lr=1e-12)
+    trainer.model = NearZero()
+    _, share = trainer.train_epoch(1)
+    false_negatives = trainer.data.false_negatives
+    assert share == pytest.approx(float(false_negatives[:, 5:].sum()) / float(false_negatives.sum()), abs=1e-6)
+
+
+def test_with_every_label_observed_no_false_negative_is_memorised(mini_mosaic, cache_root):
+    spec = make_spec(mini_mosaic, "an", 0, overrides={"epochs": 1}, protocol="partial-1.0")
+    trainer = Trainer(spec, cache_root, progress=False)
+    assert int(trainer.data.false_negatives.sum()) == 0
+    assert trainer.train_epoch(1)[1] == 0.0
