@@ -775,4 +775,4 @@ def test_a_grid_sampler_visits_its_grid_in_an_order_fixed_by_its_seed():
                                  "batch_size": CategoricalDistribution(space["batch_size"])}).params.values())
                 for _ in range(8)]
 
-    assert order(5) == order(5) and sorted(order(5)) == sorted(order(6))
+    assert order(5) == order(5) and order(5) != order(6) and sorted(order(5)) == sorted(order(6))
