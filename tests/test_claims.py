@@ -35,6 +35,18 @@ def dead_worker() -> str:
     return f"{socket.gethostname()}:{int(gone.stdout)}:abcdef"
 
 
+def live_child() -> subprocess.Popen:
+    """A sleeping child process, returned once it runs, whose every signal has its default action (a signal ignored
+    where the tests run, such as SIGHUP under nohup, would otherwise be ignored by the child too): any signal sent to
+    it but 0 ends it."""
+    script = ("import signal, time\nfor number in signal.valid_signals():\n    try:\n"
+              "        signal.signal(number, signal.SIG_DFL)\n    except (OSError, ValueError):\n"
+              "        pass\nprint('ready', flush=True)\ntime.sleep(30)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\n"
+    return child
+
+
 def test_a_free_cell_is_claimed_once_and_its_folder_is_made(tmp_path):
     first, second = store(tmp_path), store(tmp_path)
     assert (tmp_path / "deep" / "er" / "claims.sqlite").exists()  # its folders are made
@@ -175,12 +187,8 @@ def test_creating_the_tables_twice_and_racing_are_harmless(tmp_path):
 def test_a_process_start_time_is_read_for_a_live_process_only():
     assert process_started(os.getpid()) not in (None, "unknown")
     assert process_started(os.getpid()) == process_started(os.getpid())
-    default_actions = ("import signal, time\nfor number in signal.valid_signals():\n    try:\n"
-                       "        signal.signal(number, signal.SIG_DFL)\n    except (OSError, ValueError):\n"
-                       "        pass\nprint('ready', flush=True)\ntime.sleep(30)\n")  # would end on any signal
-    child = subprocess.Popen([sys.executable, "-c", default_actions], stdout=subprocess.PIPE, text=True)
+    child = live_child()
     try:
-        assert child.stdout.readline() == "ready\n"
         uptime = float(open("/proc/uptime").read().split()[0])
         started = int(process_started(child.pid)) / os.sysconf("SC_CLK_TCK")  # seconds after boot
         assert uptime - 10 < started <= uptime + 1  # the child started just now: the start-time field, no other
@@ -268,12 +276,8 @@ def test_a_worker_name_is_host_pid_and_six_hex_digits():
 
 
 def test_a_live_worker_s_process_is_only_asked_whether_it_exists():
-    default_actions = ("import signal, time\nfor number in signal.valid_signals():\n    try:\n"
-                       "        signal.signal(number, signal.SIG_DFL)\n    except (OSError, ValueError):\n"
-                       "        pass\nprint('ready', flush=True)\ntime.sleep(30)\n")  # would end on any signal
-    child = subprocess.Popen([sys.executable, "-c", default_actions], stdout=subprocess.PIPE, text=True)
+    child = live_child()
     try:
-        assert child.stdout.readline() == "ready\n"
         assert not dead_local_worker(f"{socket.gethostname()}:{child.pid}:abcdef")
         time.sleep(0.2)
         assert child.poll() is None  # no signal but 0 was sent: the worker lives on
@@ -303,12 +307,8 @@ def test_an_owner_of_unknown_start_is_gone_only_when_its_pid_is():
 
     assert process_owner() == {"host": socket.gethostname(), "pid": os.getpid(),
                                "started": process_started(os.getpid())}
-    default_actions = ("import signal, time\nfor number in signal.valid_signals():\n    try:\n"
-                       "        signal.signal(number, signal.SIG_DFL)\n    except (OSError, ValueError):\n"
-                       "        pass\nprint('ready', flush=True)\ntime.sleep(30)\n")  # would end on any signal
-    child = subprocess.Popen([sys.executable, "-c", default_actions], stdout=subprocess.PIPE, text=True)
+    child = live_child()
     try:
-        assert child.stdout.readline() == "ready\n"
         owner = {"host": socket.gethostname(), "pid": child.pid}
         assert not owner_gone({**owner, "started": "unknown"})  # alive; its start time not compared
         assert not owner_gone({**owner, "started": None})

@@ -512,12 +512,17 @@ def test_a_study_runs_its_budget_concludes_and_is_saved_and_then_runs_nothing(tm
     assert json.loads(tuned_path(workspace.tuned, spec_study(base)).read_text()) == summary
 
 
-def tracked_studies(uri: str, dataset: str, protocol: str) -> dict[str, list[str]]:
-    """{parent run name: sorted names of its child runs} of the MLflow experiment of (dataset, protocol)."""
+def mlflow_runs(uri: str, dataset: str, protocol: str) -> list:
+    """Every MLflow run of the experiment of (dataset, protocol)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name(f"{dataset}/{protocol}").experiment_id])
+    return client.search_runs([client.get_experiment_by_name(f"{dataset}/{protocol}").experiment_id])
+
+
+def tracked_studies(uri: str, dataset: str, protocol: str) -> dict[str, list[str]]:
+    """{parent run name: sorted names of its child runs} of the MLflow experiment of (dataset, protocol)."""
+    runs = mlflow_runs(uri, dataset, protocol)
     parents = {run.info.run_id: run for run in runs if run.info.run_name.startswith("study ")}
     assert all(run.info.status == "FINISHED" and "best_val_map" in run.data.metrics for run in parents.values())
     return {run.info.run_name: sorted(child.info.run_name for child in runs
@@ -661,8 +666,6 @@ def test_each_range_widens_its_own_number_of_times_and_earlier_widenings_are_kep
 
 
 def test_a_tracked_study_worker_logs_its_trials_under_the_study_s_parent_run(tmp_path, mini_mosaic, monkeypatch):
-    from mlflow.tracking import MlflowClient
-
     from bench.execute.tracking import Tracker
 
     monkeypatch.chdir(tmp_path)
@@ -673,8 +676,7 @@ def test_a_tracked_study_worker_logs_its_trials_under_the_study_s_parent_run(tmp
     study_worker(grid, base, workspace.optuna_url(), TINY, 5.0, (str(tracking_cache), uri), parent,
                  str(workspace.data_cache))
     assert open_study(grid, base, workspace.optuna_url(), TINY).user_attrs["concluded"] is True
-    client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name(f"{mini_mosaic}/{base.protocol}").experiment_id])
+    runs = mlflow_runs(uri, mini_mosaic, base.protocol)
     trials = sorted((run.info.run_name, run.data.tags.get("mlflow.parentRunId")) for run in runs
                     if run.info.run_name.startswith("trial"))
     assert trials == [("trial 0", parent), ("trial 1", parent)]
@@ -685,8 +687,6 @@ def test_a_tracked_study_worker_logs_its_trials_under_the_study_s_parent_run(tmp
 
 def test_trial_workers_of_another_offset_sample_other_values_and_log_under_the_parent(tmp_path, mini_mosaic,
                                                                                        monkeypatch):
-    from mlflow.tracking import MlflowClient
-
     from bench.execute.tracking import Tracker
 
     monkeypatch.chdir(tmp_path)
@@ -699,8 +699,7 @@ def test_trial_workers_of_another_offset_sample_other_values_and_log_under_the_p
         trial_worker(grid, base, url, TINY, offset, 5.0, tracking, parent_run, str(workspace.data_cache))
         suggested.append([trial.params["lr"] for trial in open_study(grid, base, url, TINY).trials])
     assert suggested[0][0] != suggested[1][0]                           # each worker samples with its own seed
-    client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name(f"{mini_mosaic}/{base.protocol}").experiment_id])
+    runs = mlflow_runs(uri, mini_mosaic, base.protocol)
     assert sorted(run.data.tags.get("mlflow.parentRunId") for run in runs if run.info.run_name.startswith("trial")) \
         == [parent] * 2                                                 # the untracked worker logged nothing
     assert (workspace.data_cache / "mini-mosaic-v1.npz").is_file() and not (tmp_path / "None").exists()
