@@ -86,7 +86,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_bench(mini_mosaic, tmp_path)
     assert {p.name: p.stat().st_mtime_ns for p in (killed / "results").glob("*.json") if p.name in first} == first
     assert not list(checkpoints.glob("*.partial.pt"))
     code, _, _ = finish(pamlbench("bench", "--config", str(config), "--results", "results", "--cache", "cache",
-                                  cwd=calm))
+                                  "--no-tracking", cwd=calm))
     assert code == 0
     assert metrics(killed / "results") == metrics(calm / "results")
     assert results_part((killed / "leaderboard.md").read_text()) == results_part((calm / "leaderboard.md").read_text())

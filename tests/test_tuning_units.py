@@ -1,8 +1,9 @@
 """The tuning orchestration in-process (`bench.execute.tuning`), on real Optuna studies (in memory or in a SQLite
 file) whose trials are built by hand where no training is needed: the values a trial samples, which studies `tune`
 runs under each recipe, the pruners and samplers, opening a study, counting trials, the first trials, each step
-after a budget (confirm, widen, extend, conclude) and the saved summary. Two tests train a tiny dataset for one
-epoch: a trial's objective, and a confirmation on a seed of its own."""
+after a budget (confirm, widen, extend, conclude) and the saved summary. The tests that train use a tiny dataset
+(mini-mosaic) for an epoch or two: a trial's objective, tracked trials that fail, are pruned or finish, confirmations,
+and whole studies in this process and in worker processes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 
 import optuna
@@ -227,6 +229,68 @@ def test_a_study_opens_with_heartbeats_and_its_folder_made(tmp_path):
     assert isinstance(study.pruner, optuna.pruners.MedianPruner)
     with pytest.raises(UserError, match="^cannot open Optuna storage nodb://x: .*check the URL and that the database"):
         open_study(grid, grid.base_spec("digits-mosaic", "an", 100), "nodb://x", TuningBudget())
+
+
+def test_a_study_s_sampler_takes_its_seed_plus_the_worker_s_offset_and_its_pruner_from_the_budget(tmp_path):
+    from bench.plan.search_rules import study_seed
+
+    grid = digits()
+    base = grid.base_spec("digits-mosaic", "an", 100)
+    budget = TuningBudget(n_trials=3, startup_trials=3, pruner="none", sampler_seed="per-study")
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def first_value(study) -> float:
+        return suggest(study.ask(), "an", {"lr": (1e-4, 1e-1)})["lr"]
+
+    seed = study_seed(spec_study(base), 100)
+    for offset in (0, 2):
+        opened = open_study(grid, base, url, budget, **({"sampler_offset": offset} if offset else {}))
+        assert isinstance(opened.pruner, optuna.pruners.NopPruner)
+        expected = memory_study(sampler=make_sampler(budget, {"lr": (1e-4, 1e-1)}, seed + offset))
+        assert first_value(opened) == first_value(expected)
+    experimental = [entry for entry in warnings.filters if entry[2] is optuna.exceptions.ExperimentalWarning]
+    assert experimental and experimental[0][0] == "ignore"
+    assert not [entry for entry in warnings.filters if entry[0] == "ignore" and entry[2] is Warning]
+
+
+def test_a_paper_s_grid_study_samples_the_grid_left_by_the_overrides(tmp_path):
+    grid = Grid(["voc"], ["an"], [0], device="cpu", data_dirs={"voc": "/data"}, overrides={"batch_size": 16})
+    [base], budget = study_bases(grid, ["paper"], TuningBudget(n_trials=5))
+    study = open_study(grid, base, f"sqlite:///{tmp_path / 'optuna.db'}", budget)
+    space = study_space(base, grid.overrides)
+    assert list(space) == ["lr"] and budget.n_trials == len(space["lr"]) == 4
+    study.optimize(lambda trial: 50.0 + suggest(trial, "an", space)["lr"], n_trials=4)
+    assert sorted(trial.params["lr"] for trial in study.trials) == sorted(space["lr"])
+    assert study.sampler.is_exhausted(study)                   # every setting of the grid once
+
+
+def test_workers_racing_to_create_a_study_retry_four_times_then_give_up(tmp_path, monkeypatch):
+    from sqlalchemy.exc import IntegrityError
+
+    grid = digits()
+    base = grid.base_spec("digits-mosaic", "an", 100)
+    create, slept = optuna.create_study, []
+    monkeypatch.setattr("bench.execute.tuning.time.sleep", slept.append)
+
+    def create_after(left: list[int]):
+        def create_after_races(**options):
+            if left[0]:
+                left[0] -= 1
+                raise IntegrityError("INSERT INTO studies", None, Exception("UNIQUE constraint failed"))
+            return create(**options)
+        return create_after_races
+
+    for races in (4, 5):
+        left = [races]
+        monkeypatch.setattr(optuna, "create_study", create_after(left))
+        url = f"sqlite:///{tmp_path / f'{races}.db'}"
+        if races == 4:
+            assert open_study(grid, base, url, TuningBudget(n_trials=3)).study_name == spec_study(base)
+        else:
+            with pytest.raises(IntegrityError):
+                open_study(grid, base, url, TuningBudget(n_trials=3))
+        assert slept == pytest.approx([0.2, 0.4, 0.6, 0.8]) and left == [0]   # the fifth race is not waited out
+        slept.clear()
 
 
 def test_a_study_keeps_its_budget_and_one_made_otherwise_is_refused():
@@ -448,6 +512,72 @@ def test_a_trial_trains_the_cell_with_the_suggested_values_and_keeps_its_owner(t
     assert len(study.trials) == 1
 
 
+class PruneTrial(optuna.pruners.BasePruner):
+    """Prunes one trial (by number) at its first report, and no other."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def prune(self, study, trial) -> bool:
+        return trial.number == self.number
+
+
+def test_tracked_trials_score_the_objective_s_labels_and_end_failed_pruned_or_finished(tmp_path, mini_mosaic, capsys,
+                                                                                         monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from bench.execute.tracking import Tracker
+    from bench.trainer import NumericalFault, Trainer
+
+    real_run, calls = Trainer.run, []
+
+    def fail_first(self, **options):       # trial 0 diverges; the others train for real
+        calls.append(self.spec)
+        if len(calls) == 1:
+            raise NumericalFault("non-finite loss in batch 1")
+        return real_run(self, **options)
+
+    monkeypatch.setattr(Trainer, "run", fail_first)
+    grid = Grid([mini_mosaic], ["ls"], [0], device="cpu", overrides={"epochs": 2})
+    base = grid.base_spec(mini_mosaic, "ls", 100)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(tmp_path / "cache", uri)
+    parent = start_parent(tracker, base, "s")
+    study = memory_study(study_name="s", pruner=PruneTrial(2))
+    data = Workspace(tmp_path / "r", tmp_path / "c").data_cache
+    run_trials(study, grid, base, data, TuningBudget(n_trials=2, pruner="none", objective="observed"),
+               tracker=tracker, parent=parent, progress=False)
+    failed, complete, pruned = study.trials
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.PRUNED]
+    assert failed.user_attrs["error"] == "non-finite loss in batch 1"
+    # the complete trial trained its own values on the tuning seed, and is scored on observed labels
+    assert [(spec.seed, spec.lr, spec.method_hparams()["ls_coef"]) for spec in calls[1:]] == [
+        (100, trial.params["lr"], trial.params["ls_coef"]) for trial in (complete, pruned)]
+    expected = real_run(Trainer(grid.base_spec(mini_mosaic, "ls", 100, complete.params), data, progress=False))
+    observed = [point["val_map_observed"] for point in expected["curve"]]
+    assert complete.intermediate_values == {1: observed[0], 2: max(observed)}          # the running best
+    chosen = expected["selections"]["observed"]
+    assert (complete.value, complete.user_attrs["best_epoch"]) == (chosen["val_map"], chosen["epoch"])
+    assert pruned.intermediate_values.keys() == {1}
+    out = capsys.readouterr().out
+    assert f"tune s: trial 1 val mAP {complete.value:.2f} with lr={complete.params['lr']:.4g}, " \
+        f"ls_coef={complete.params['ls_coef']:.4g}\n" in out
+    assert f"tune s: trial 2 pruned after epoch 1 (best val mAP {pruned.intermediate_values[1]:.2f})\n" in out
+    client = MlflowClient(tracking_uri=uri)
+    runs = {run.info.run_name: run for run in mlflow_runs(uri, mini_mosaic, base.protocol)}
+    assert {name: run.info.status for name, run in runs.items() if name.startswith("trial")} == {
+        "trial 0": "FAILED", "trial 1": "FINISHED", "trial 2": "KILLED"}
+    assert all(runs[f"trial {n}"].data.tags["mlflow.parentRunId"] == parent for n in range(3))
+    assert [runs[f"trial {n}"].data.tags["pamlbench.run_key"] for n in range(3)] == [f"trial {n}" for n in range(3)]
+    assert runs["trial 2"].data.tags["pamlbench.pruned"] == "true"
+    assert "pamlbench.pruned" not in runs["trial 1"].data.tags
+    history = client.get_metric_history(runs["trial 1"].info.run_id, "val_map_observed")
+    assert [(metric.step, metric.value) for metric in history] == [(1, observed[0]), (2, observed[1])]
+    record = json.loads(Path(client.download_artifacts(runs["trial 1"].info.run_id, "record.json",
+                                                       str(tmp_path))).read_text())
+    assert record["run_key"] == "trial 1" and record["status"] == "done"
+
+
 def test_a_confirmation_on_another_seed_trains_that_seed(tmp_path, mini_mosaic, capsys):
     from bench.trainer import Trainer
 
@@ -502,6 +632,7 @@ def test_a_study_runs_its_budget_concludes_and_is_saved_and_then_runs_nothing(tm
     study = open_study(grid, base, workspace.optuna_url(), TINY)
     assert (summary["completed"], summary["n_trials"], summary["pruned"]) == (2, 2, 0)
     assert study.user_attrs["concluded"] is True and study.trials[0].params == {"lr": base.lr}
+    assert [trial.intermediate_values for trial in study.trials] == [{1: trial.value} for trial in study.trials]
     assert json.loads(tuned_path(workspace.tuned, spec_study(base)).read_text()) == summary
     search(study, grid, base, workspace.data_cache, TINY, progress=False)       # concluded: nothing more runs
     assert len(study.trials) == 2
