@@ -529,13 +529,14 @@ def test_tracked_trials_score_the_objective_s_labels_and_end_failed_pruned_or_fi
     from bench.execute.tracking import Tracker
     from bench.trainer import NumericalFault, Trainer
 
-    real_run, calls = Trainer.run, []
+    real_run, calls, results = Trainer.run, [], []
 
     def fail_first(self, **options):       # trial 0 diverges; the others train for real
         calls.append(self.spec)
         if len(calls) == 1:
             raise NumericalFault("non-finite loss in batch 1")
-        return real_run(self, **options)
+        results.append(real_run(self, **options))
+        return results[-1]
 
     monkeypatch.setattr(Trainer, "run", fail_first)
     grid = Grid([mini_mosaic], ["ls"], [0], device="cpu", overrides={"epochs": 2})
@@ -553,10 +554,10 @@ def test_tracked_trials_score_the_objective_s_labels_and_end_failed_pruned_or_fi
     # the complete trial trained its own values on the tuning seed, and is scored on observed labels
     assert [(spec.seed, spec.lr, spec.method_hparams()["ls_coef"]) for spec in calls[1:]] == [
         (100, trial.params["lr"], trial.params["ls_coef"]) for trial in (complete, pruned)]
-    expected = real_run(Trainer(grid.base_spec(mini_mosaic, "ls", 100, complete.params), data, progress=False))
-    observed = [point["val_map_observed"] for point in expected["curve"]]
+    trained = results[0]                                                    # trial 1's run
+    observed = [point["val_map_observed"] for point in trained["curve"]]
     assert complete.intermediate_values == {1: observed[0], 2: max(observed)}          # the running best
-    chosen = expected["selections"]["observed"]
+    chosen = trained["selections"]["observed"]
     assert (complete.value, complete.user_attrs["best_epoch"]) == (chosen["val_map"], chosen["epoch"])
     assert pruned.intermediate_values.keys() == {1}
     out = capsys.readouterr().out
@@ -708,10 +709,7 @@ def test_a_study_worker_runs_the_whole_search_and_a_trial_worker_only_trials(tmp
     study = open_study(grid, base, url, TINY)
     assert len(completed_trials(study)) == 2 and not study.user_attrs.get("concluded")   # the driver advances it
     assert {trial.user_attrs["worker"] for trial in study.trials} == {"node-2"}
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=mlflow_uri)
-    runs = client.search_runs([client.get_experiment_by_name(f"{mini_mosaic}/{base.protocol}").experiment_id])
+    runs = mlflow_runs(mlflow_uri, mini_mosaic, base.protocol)
     assert sorted(run.info.run_name for run in runs) == ["trial 0", "trial 1"]   # tracked from the worker
     assert (tmp_path / "cache" / "mlartifacts").is_dir()
     study_worker(grid, base, url, TINY, 5.0, None, None, str(workspace.data_cache))
@@ -728,8 +726,7 @@ def test_a_tracked_study_is_a_finished_parent_run_with_one_child_run_per_trial(t
     grid, base, workspace = tiny(mini_mosaic, tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     summary = tune(grid, base, workspace, TINY, tracker=Tracker(tmp_path / "cache", uri), progress=False)
-    client = MlflowClient(tracking_uri=uri)
-    runs = client.search_runs([client.get_experiment_by_name(f"{mini_mosaic}/{base.protocol}").experiment_id])
+    runs = mlflow_runs(uri, mini_mosaic, base.protocol)
     [parent] = [run for run in runs if run.info.run_name == f"study an on {mini_mosaic}"]
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and parent.data.tags["pamlbench.run_key"] == f"study {spec_study(base)}"
@@ -737,6 +734,7 @@ def test_a_tracked_study_is_a_finished_parent_run_with_one_child_run_per_trial(t
     assert parent.data.metrics["best_epoch"] == 1
     assert sorted(run.info.run_name for run in children) == ["trial 0", "trial 1"]
     assert all(run.info.status == "FINISHED" and "best_val_map" in run.data.metrics for run in children)
+    client = MlflowClient(tracking_uri=uri)
     record = json.loads((Path(client.download_artifacts(parent.info.run_id, "record.json", str(tmp_path)))
                          ).read_text())
     assert record["summary"] == summary and record["run_key"] == spec_study(base)
