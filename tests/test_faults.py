@@ -235,16 +235,32 @@ def slow_voc_tree(raw: Path, images: int) -> list[Path]:
     return jpegs
 
 
-def processes_naming(text: str) -> list[int]:
-    """Pids of the live processes whose command line contains `text`."""
-    pids = []
+def descendants(root: int) -> dict[int, int]:
+    """The live descendants of process `root`, each pid with its parent's."""
+    parents = {}
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                pids.append(int(entry.name))
+            if entry.name.isdigit():
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = {}, {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier and pid not in found}
+        found.update({pid: parents[pid] for pid in frontier})
+    return found
+
+
+def alive(pids) -> list[int]:
+    """Those of `pids` that are still running (not gone, not zombies)."""
+    running = []
+    for pid in pids:
+        try:
+            if (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                running.append(pid)
         except OSError:
             continue
-    return pids
+    return running
 
 
 def test_a_cache_larger_than_the_free_space_is_refused_before_anything_is_written(tiny_disk, tmp_path, capsys):
@@ -272,6 +288,41 @@ def test_a_cache_that_does_not_fit_is_an_error_naming_the_path_not_a_sigbus(tiny
     assert multiprocessing.active_children() == []
 
 
+@pytest.mark.timeout(60)
+def test_a_lock_another_thread_holds_cannot_hang_the_decoding_workers(tmp_path):
+    """The workers are not forks of the caller: a lock that another of its threads holds when decoding starts (here
+    one an after-fork hook takes, as a forked child would) is not theirs, so decoding ends and so does the pool."""
+    import multiprocessing.util
+
+    voc_tree(tmp_path / "raw")
+    jpegs = sorted((tmp_path / "raw").rglob("*.jpg"))
+    held = threading.Lock()
+    holder_ready, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with held:
+            holder_ready.set()
+            release.wait()
+
+    class Hook:
+        pass
+
+    hook = Hook()
+    multiprocessing.util.register_after_fork(hook, lambda _: held.acquire())
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holder_ready.wait()
+    try:
+        decode_all([str(p) for p in jpegs], 32, tmp_path / "images.u8", progress=False)
+    finally:
+        release.set()
+        holder.join()
+        del hook
+    images = np.load(tmp_path / "images.u8")
+    assert images.shape == (len(jpegs), 3, 32, 32) and images.any()
+    assert multiprocessing.active_children() == []
+
+
 @pytest.mark.slow
 def test_sigterm_while_decoding_removes_the_staging_folder_and_the_workers(tmp_path):
     raw = tmp_path / "raw"
@@ -279,11 +330,14 @@ def test_sigterm_while_decoding_removes_the_staging_folder_and_the_workers(tmp_p
     out = tmp_path / "data" / "voc"
     out.parent.mkdir()
     worker = pamlbench("data", "prepare", "voc", "--raw", str(raw), "--out", str(out), "--image-cache", cwd=tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(out.parent.glob(".voc.*/images_448.u8")):
+    deadline, decoding = time.time() + 120, []
+    while time.time() < deadline and not decoding:
+        spawned = descendants(worker.pid)
+        decoding = [pid for pid, parent in spawned.items() if parent != worker.pid]  # the fork server's children
         time.sleep(0.05)
     time.sleep(1.0)  # decoding under way
-    assert worker.poll() is None and len(processes_naming(str(raw))) > 1  # the command and its decoding workers
+    spawned = descendants(worker.pid)
+    assert worker.poll() is None and list(out.parent.glob(".voc.*/images_448.u8")) and decoding, spawned
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 143 and "Traceback" not in err, err
@@ -291,6 +345,6 @@ def test_sigterm_while_decoding_removes_the_staging_folder_and_the_workers(tmp_p
                                         "command again to resume"]
     assert list(out.parent.iterdir()) == []
     deadline = time.time() + 10
-    while processes_naming(str(raw)) and time.time() < deadline:
+    while alive(spawned) and time.time() < deadline:
         time.sleep(0.1)
-    assert processes_naming(str(raw)) == []
+    assert alive(spawned) == []

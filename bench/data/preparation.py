@@ -23,7 +23,10 @@ Faults. The free space is checked against the decoded cache before anything is w
 image: 602,112 at 448 px). The cache file is allocated in full before decoding and filled with ordinary writes (not
 through a memory map), so a disk that fills up anyway is an error naming the path, never a SIGBUS. The decoding
 workers are terminated on every exit path, and the staging folder is removed on any error, on Ctrl-C and on
-SIGTERM (which the command line turns into an exception like Ctrl-C).
+SIGTERM (which the command line turns into an exception like Ctrl-C). The workers come from a fork server (a fresh
+single-threaded process that has imported this module), never from a fork of the command: a fork of a process with
+threads can inherit a lock another thread holds and wait on it forever, and it inherits the command's Python SIGTERM
+handler, which a process stuck in C never runs, so that terminating such a worker would wait forever too.
 """
 
 from __future__ import annotations
@@ -110,6 +113,12 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return header.getvalue()
 
 
+DECODING = multiprocessing.get_context("forkserver")
+"""Where decoding workers come from: a fork server that has imported this module, so that a worker starts clean and
+at once (see the module docstring)."""
+DECODING.set_forkserver_preload([__name__])
+
+
 def _ignore_interrupts() -> None:
     """Decoding workers leave Ctrl-C to the parent, which terminates them (SIGTERM, default action)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -138,7 +147,7 @@ def decode_all(paths: list[str], size: int, cache: Path | None, *, progress: boo
             os.posix_fallocate(target.fileno(), 0, len(header) + cache_bytes(len(paths), size))
             target.write(header)
         workers = max(1, min(os.cpu_count() or 1, 8))
-        with multiprocessing.Pool(workers, initializer=_ignore_interrupts) as pool, \
+        with DECODING.Pool(workers, initializer=_ignore_interrupts) as pool, \
                 tqdm(total=len(paths), desc="decoding", unit="image", disable=not progress or not sys.stderr.isatty(),
                      dynamic_ncols=True) as bar:
             for images in pool.imap(_decode_chunk, jobs):
