@@ -62,7 +62,8 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory, cache_root: Path) 
     here = Path.cwd()
     os.chdir(root)
     try:
-        assert main(["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-report"]) == 0
+        assert main(["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-report", "--jobs", "1",
+                     "--threads", "1"]) == 0  # in this process, with the thread count of the default plan
     finally:
         os.chdir(here)
     return root

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.cli.main import main
 from bench.execute.claims import ClaimStore
 from bench.execute.runner import run_grid, run_spec
 from bench.plan.grid import Grid
@@ -105,11 +106,20 @@ def test_cli_bench_then_report_reproduces_leaderboard(mini_mosaic, tmp_path, cac
     (["data", "info", "nope"], "unknown dataset"),
     (["bench", "--config", "missing.toml"], "cannot read benchmark file"),
 ])
-def test_cli_errors_are_one_line_and_exit_2(tmp_path, args, message):
-    done = pamlbench(*args, cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and message in done.stderr
-    assert not (tmp_path / "results").exists()
+def test_cli_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_real_process_of_the_command_exits_2_with_the_one_line(tmp_path):
+    """`python -m bench.cli` passes `main`'s status to the shell: a parse error and a plugin error."""
+    for args, message in ((["list", "things"], "invalid choice"), (["run", "--method", "nope"], "unknown method")):
+        done = pamlbench(*args, cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_list_shows_plugins(tmp_path):

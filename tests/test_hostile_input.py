@@ -296,7 +296,8 @@ def test_figures_on_a_clone_without_checkpoints_say_how_to_get_them(project, cac
     from bench.cli.main import main
 
     Path("grid.toml").write_text(Path("grid.toml").read_text().replace("['an']", "['an', 'full']"))
-    assert main(["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-report", "--no-tracking"]) == 0
+    assert main(["bench", "--config", "grid.toml", "--cache", str(cache_root), "--no-report", "--no-tracking",
+                 "--jobs", "1", "--threads", "1"]) == 0
     fresh_cache = project / "fresh-cache"
     (fresh_cache / "data").mkdir(parents=True)
     for built in (cache_root / "data").iterdir():  # the built mosaics, as a first run would build them

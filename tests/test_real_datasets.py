@@ -333,7 +333,7 @@ def test_bench_on_prepared_voc_end_to_end(tmp_path, cache_root):
     done = subprocess.run([sys.executable, "-m", "bench.cli", "bench", "--dataset", "voc", "--data",
                            str(tmp_path / "voc"), "--variants", "an", "ll-r+boostlu", "--seeds", "0", "--set",
                            "backbone=small-cnn", "--set", "image_size=32", "--set", "epochs=2", "--set",
-                           "batch_size=8", "--no-tracking", "--results", "results", "--cache",
+                           "batch_size=8", "--no-tracking", "--jobs", "1", "--results", "results", "--cache",
                            str(tmp_path / "cache")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
