@@ -40,6 +40,7 @@ def test_a_good_install_leaves_the_stamp_and_hides_only_the_wheel_folder_noise(t
     assert result.returncode == 0, result.stdout + result.stderr
     assert stamp.exists()
     assert "-m pip install" in calls and "-c import torch, torchvision" in calls
+    assert "--no-compile" in calls and "-m compileall -q -j 0" in calls  # compiled once, on every core
     assert "is ignored" not in result.stdout + result.stderr
 
 
