@@ -63,6 +63,15 @@ def finish(process, timeout: float = 600) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` is running (not gone, not a zombie)."""
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def jpeg(path: Path, rng: np.random.Generator, size: int = 24) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)).save(path, quality=80)

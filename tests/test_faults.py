@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import voc_tree, write_grid
+from fixtures import alive, voc_tree, write_grid
 from PIL import Image
 
 from bench.data.preparation import decode_all
@@ -201,12 +201,12 @@ def test_runs_of_a_killed_worker_are_marked_killed_by_the_next_tracker(tmp_path)
     first = Tracker(cache, uri)
     first.worker = f"{socket.gethostname()}:{gone.pid}:{uuid.uuid4().hex[:6]}"  # as if run by a killed process
     run = first.start(make_spec("digits-mosaic", "an", 0), "key")
-    alive = first.start(make_spec("digits-mosaic", "an", 1), "key2")
-    MlflowClient(uri).set_tag(alive, "pamlbench.worker", f"{socket.gethostname()}:{os.getpid()}:abcdef")
+    live_run = first.start(make_spec("digits-mosaic", "an", 1), "key2")
+    MlflowClient(uri).set_tag(live_run, "pamlbench.worker", f"{socket.gethostname()}:{os.getpid()}:abcdef")
     assert MlflowClient(uri).get_run(run).info.status == "RUNNING"
     Tracker(cache, uri)
     assert MlflowClient(uri).get_run(run).info.status == "KILLED"
-    assert MlflowClient(uri).get_run(alive).info.status == "RUNNING"  # a live worker's run is left alone
+    assert MlflowClient(uri).get_run(live_run).info.status == "RUNNING"  # a live worker's run is left alone
 
 
 @pytest.mark.slow
@@ -249,18 +249,6 @@ def descendants(root: int) -> dict[int, int]:
         frontier = {pid for pid, parent in parents.items() if parent in frontier and pid not in found}
         found.update({pid: parents[pid] for pid in frontier})
     return found
-
-
-def alive(pids) -> list[int]:
-    """Those of `pids` that are still running (not gone, not zombies)."""
-    running = []
-    for pid in pids:
-        try:
-            if (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                running.append(pid)
-        except OSError:
-            continue
-    return running
 
 
 def test_a_cache_larger_than_the_free_space_is_refused_before_anything_is_written(tiny_disk, tmp_path, capsys):
@@ -345,6 +333,6 @@ def test_sigterm_while_decoding_removes_the_staging_folder_and_the_workers(tmp_p
                                         "command again to resume"]
     assert list(out.parent.iterdir()) == []
     deadline = time.time() + 10
-    while alive(spawned) and time.time() < deadline:
+    while any(alive(pid) for pid in spawned) and time.time() < deadline:
         time.sleep(0.1)
-    assert alive(spawned) == []
+    assert [pid for pid in spawned if alive(pid)] == []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from fixtures import finish, metrics, write_grid
+from fixtures import alive, finish, metrics, write_grid
 
 from bench.execute.workers import WorkerPlan, plan_workers
 from bench.records import read_records
@@ -51,14 +51,6 @@ def children(pid: int) -> list[int]:
         if ppid == pid and b"spawn_main" in command and b"resource_tracker" not in command:
             found.append(int(entry.name))
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def running_claims(results: Path) -> int:
