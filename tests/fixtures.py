@@ -63,13 +63,29 @@ def finish(process, timeout: float = 600) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
+def stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: state, parent pid, ... (OSError once `pid` is gone)."""
+    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+
+
 def alive(pid: int) -> bool:
     """Whether process `pid` is running (not gone, not a zombie)."""
     try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        return stat_fields(pid)[0] != "Z"
     except OSError:
         return False
-    return state != "Z"
+
+
+def parent_pids() -> dict[int, int]:
+    """Every live process's pid, with its parent's."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                parents[int(entry.name)] = int(stat_fields(int(entry.name))[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return parents
 
 
 def jpeg(path: Path, rng: np.random.Generator, size: int = 24) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import alive, voc_tree, write_grid
+from fixtures import alive, parent_pids, voc_tree, write_grid
 from PIL import Image
 
 from bench.data.preparation import decode_all
@@ -237,13 +237,7 @@ def slow_voc_tree(raw: Path, images: int) -> list[Path]:
 
 def descendants(root: int) -> dict[int, int]:
     """The live descendants of process `root`, each pid with its parent's."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit():
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
+    parents = parent_pids()
     found, frontier = {}, {root}
     while frontier:
         frontier = {pid for pid, parent in parents.items() if parent in frontier and pid not in found}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from fixtures import alive, finish, metrics, write_grid
+from fixtures import alive, finish, metrics, parent_pids, write_grid
 
 from bench.execute.workers import WorkerPlan, plan_workers
 from bench.records import read_records
@@ -40,16 +40,13 @@ def pamlbench(*args: str, cwd: Path) -> subprocess.Popen:
 def children(pid: int) -> list[int]:
     """The worker processes of `pid` (multiprocessing's spawned workers, not its resource tracker)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for child in (child for child, parent in parent_pids().items() if parent == pid):
         try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
+            command = (Path("/proc") / str(child) / "cmdline").read_bytes()
+        except OSError:
             continue
-        if ppid == pid and b"spawn_main" in command and b"resource_tracker" not in command:
-            found.append(int(entry.name))
+        if b"spawn_main" in command and b"resource_tracker" not in command:
+            found.append(child)
     return found
 
 
